@@ -1,0 +1,1 @@
+"""Lightning callbacks: checkpoints come from Lightning; figures and probes live here."""

@@ -1,0 +1,53 @@
+"""Training / validation curves of any logged scalar, drawn at the end of fitting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+
+from callbacks.figures import FigureCallback
+from litlab.plotting import plot_curves, series_to_rows, write_csv
+
+
+class MetricCurves(FigureCallback):
+    """Records epoch-level ``metrics`` after every epoch; writes ``loss_curves.{png,csv}``.
+
+    A metric is recorded only in epochs where it was logged (e.g. ``val/loss`` follows
+    ``check_val_every_n_epoch``).
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, metrics: Sequence[str],
+                 filename: str = "loss_curves") -> None:  # fmt: skip
+        super().__init__(dirpath)
+        self.metrics = list(metrics)
+        self.filename = filename
+        self.history: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in metrics}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name in self.metrics:
+            value = trainer.callback_metrics.get(name)
+            if isinstance(value, torch.Tensor):
+                xs, ys = self.history[name]
+                xs.append(trainer.current_epoch + 1)
+                ys.append(float(value))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        series = {name: xy for name, xy in self.history.items() if xy[0]}
+        if not series or not trainer.is_global_zero:
+            return
+        write_csv(self.dirpath / f"{self.filename}.csv", ["metric", "epoch", "value"],
+                  series_to_rows(series))  # fmt: skip
+        fig = plot_curves(series, "epoch", "value", title=", ".join(series))
+        self.log_figure(trainer, f"figures/{self.filename}", fig, f"{self.filename}.png")
+
+    def state_dict(self) -> dict:
+        return {"history": {name: [list(xs), list(ys)] for name, (xs, ys) in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name, (xs, ys) in state_dict.get("history", {}).items():
+            self.history[name] = (list(xs), list(ys))

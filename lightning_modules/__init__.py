@@ -1,0 +1,1 @@
+"""LightningModules: each holds one study's objective, metrics and logging."""

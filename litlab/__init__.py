@@ -1,0 +1,1 @@
+"""litlab's framework glue: building objects from configs, logging, figures."""

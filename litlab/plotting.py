@@ -1,0 +1,84 @@
+"""Figures are code: functions that turn logged numbers or image tensors into PNG files.
+
+Every study's callback calls these; each is tested on small inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def atomic_path(path: Path) -> Path:
+    """The temporary sibling a file is written to before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure to ``path`` (PNG) atomically and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> torch.Tensor:
+    """Tile ``(N, C, H, W)`` images in [0, 1] into one grid, save it as PNG, return the grid."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=0.5)
+    tmp = atomic_path(path)
+    save_image(grid, tmp, format="png")
+    os.replace(tmp, path)
+    return grid
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
+    """Write rows under a header to a CSV file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_curves(
+    series: Series, xlabel: str, ylabel: str, title: str = "", logy: bool = False
+) -> Figure:
+    """One line per named series ``{name: (xs, ys)}`` on shared axes."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def series_to_rows(series: Series) -> list[tuple[str, float, float]]:
+    """Flatten ``{name: (xs, ys)}`` into ``(name, x, y)`` rows for a CSV file."""
+    return [(name, x, y) for name, (xs, ys) in series.items() for x, y in zip(xs, ys, strict=True)]

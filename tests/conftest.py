@@ -1,0 +1,87 @@
+"""Shared fixtures: the real data folder and the real, composed config shrunk for tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+sys.path.insert(0, str(ROOT))
+
+import train as train_script  # noqa: E402  (registers the config resolvers)
+
+# Overrides that make any study tiny and CPU-only.
+TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real data sets: ``$DATA_DIR`` (CI: ../shared/data), else ``<repo>/data``."""
+    path = Path(os.environ.get("DATA_DIR", ROOT / "data")).resolve()
+    if not path.is_dir():
+        pytest.fail(f"data folder {path} not found: set DATA_DIR (e.g. DATA_DIR=../shared/data)")
+    return path
+
+
+def compose_config(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+    """Compose ``conf/train.yaml`` as ``train.py`` would, with outputs under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                *overrides,
+                f"paths.data_dir={data_dir}",
+                f"paths.root_dir={ROOT}",
+                f"paths.log_dir={output_dir}",
+                f"paths.output_dir={output_dir}",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
+    """``make_cfg(*overrides, tiny=True)``: the composed config, tiny unless ``tiny=False``."""
+
+    def _make(*overrides: str, tiny: bool = True, output_dir: Path | None = None) -> DictConfig:
+        extra = TINY if tiny else []
+        return compose_config([*extra, *overrides], output_dir or tmp_path / "run", data_dir)
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def run_train() -> Callable[[DictConfig], dict[str, float]]:
+    """The real ``train(cfg)`` of ``train.py``."""
+    return train_script.train
+
+
+def subprocess_env(data_dir: Path) -> dict[str, str]:
+    """Environment for ``python train.py`` subprocesses: real data, no stray output."""
+    env = dict(os.environ, DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env

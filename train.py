@@ -1,0 +1,93 @@
+"""litlab's one entry point: ``python train.py model=<name> [key=value ...]``.
+
+Reads top to bottom: seed -> data, model, callbacks, loggers, trainer -> fit -> test the best
+checkpoint -> hyperparameters with final metrics -> return the metric a sweeper optimises.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from litlab.builders import (
+    hparams_for_logging,
+    instantiate_callbacks,
+    instantiate_loggers,
+    register_resolvers,
+)
+from litlab.loggers import log_hparams_with_metrics
+
+log = logging.getLogger(__name__)
+register_resolvers()
+# CSVLogger writes <run>/metrics.csv beside the run's other files; its "directory not empty"
+# warning is about those files, which it never touches (it only replaces its own metrics.csv).
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and/or test the configured model; return every final metric as a float."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if not cfg.train and not cfg.get("ckpt_path"):
+        raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=<file.ckpt>")
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        metrics |= as_floats(trainer.callback_metrics)
+    if cfg.test:
+        ckpt_path = best_checkpoint(trainer) if cfg.train else cfg.ckpt_path
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics |= as_floats(trainer.callback_metrics)
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    log_hparams_with_metrics(trainer.loggers, hparams_for_logging(cfg, overrides), metrics)
+    return metrics
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint's path, or None (test the current weights) when none was saved."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if not path:
+        log.warning("No best checkpoint was saved; testing the current weights.")
+        return None
+    return path
+
+
+def as_floats(metrics: dict) -> dict[str, float]:
+    """Tensor-valued metrics -> plain floats."""
+    return {name: float(value) for name, value in metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric``'s final value for sweepers."""
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[name]
+
+
+if __name__ == "__main__":
+    main()
