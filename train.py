@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=<file.ckpt>")
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, _recursive_=False)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, **data_facts(datamodule))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -60,6 +60,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     log_hparams_with_metrics(trainer.loggers, hparams_for_logging(cfg, overrides), metrics)
     return metrics
+
+
+def data_facts(datamodule: L.LightningDataModule) -> dict:
+    """What the model must know about its data before it is built (vocabularies, sizes).
+
+    A datamodule that defines ``model_kwargs()`` is prepared and set up first; the keyword
+    arguments it returns are passed to the model (and so saved in its checkpoints).
+    """
+    if not hasattr(datamodule, "model_kwargs"):
+        return {}
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule.model_kwargs()
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
