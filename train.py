@@ -98,7 +98,8 @@ def main(cfg: DictConfig) -> float | None:
     if name is None:
         return None
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name!r} was not logged; logged: {sorted(metrics)}")
+        log.warning("optimized_metric=%s was not logged (logged: %s)", name, sorted(metrics))
+        return None
     return metrics[name]
 
 

@@ -131,6 +131,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.raw_dir = Path(data_dir) / "MNIST" / "raw"
         self.splits: dict[str, IndexedTensors] = {}
+        self.split_indices: dict[str, torch.Tensor] = {}
 
     def prepare_data(self) -> None:
         """Download (rank 0 only) the IDX files that are missing, verifying checksums."""
@@ -161,6 +162,7 @@ class MNISTDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_size={hp.val_size} must be in (0, {len(images)})")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(hp.split_seed))
         val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
+        self.split_indices = {"train": train_idx, "val": val_idx}  # into the 60k training file
         test_images, test_labels = self.load_split(train=False)
         fixed = torch.Generator().manual_seed(hp.eval_binarize_seed)
         self.splits = {

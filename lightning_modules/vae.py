@@ -42,9 +42,9 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x|z) = sum_m x_m log s(l_m) + (1 - x_m) log(1 - s(l_m)) = -BCE summed over pixels.
 
-    ``logits`` is ``(..., C, H, W)``; ``x`` broadcasts to it. Returns ``(...)``.
+    ``logits`` and ``x`` broadcast to ``(..., C, H, W)``. Returns ``(...)``.
     """
-    x = x.expand_as(logits)
+    logits, x = torch.broadcast_tensors(logits, x)
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(-3).sum(-1)
 
 
