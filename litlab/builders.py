@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import sys
+from collections.abc import Sequence
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
@@ -27,15 +32,44 @@ def instantiate_loggers(group: DictConfig | None) -> list[Logger]:
 
 
 def safe_name(text: str, max_length: int = 120) -> str:
-    """A file-name-safe, bounded version of ``text`` (used for per-job run folders)."""
+    """A file-name-safe version of ``text``; too long a name keeps its start plus a short hash."""
     cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text).strip("_")
-    return cleaned[:max_length] or "default"
+    if len(cleaned) > max_length:
+        digest = hashlib.sha1(cleaned.encode()).hexdigest()[:8]
+        cleaned = f"{cleaned[: max_length - 9]}_{digest}"
+    return cleaned
+
+
+def swept_keys(argv: Sequence[str]) -> set[str]:
+    """Keys given several values on the command line (``a=1,2``, ``range(...)``, ``choice(...)``)."""
+    parser = OverridesParser.create()
+    keys = set()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except HydraException:
+            continue
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return keys
+
+
+def sweep_job_name(job_num: int, task_overrides: Sequence[str]) -> str:
+    """``<num>_<swept key=value,...>``: a multirun job's folder and TensorBoard run name.
+
+    Only the swept parameters name the job, so the name stays short and tells jobs apart.
+    """
+    swept = swept_keys(sys.argv[1:])
+    parts = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    return f"{job_num}_{safe_name(','.join(parts))}" if parts else str(job_num)
 
 
 def register_resolvers() -> None:
-    """Resolvers the configs use: ``${safe_name:...}``."""
-    if not OmegaConf.has_resolver("safe_name"):
-        OmegaConf.register_new_resolver("safe_name", safe_name)
+    """Resolvers the configs use: ``${sweep_job_name:...}``."""
+    if not OmegaConf.has_resolver("sweep_job_name"):
+        OmegaConf.register_new_resolver("sweep_job_name", sweep_job_name)
 
 
 def hparams_for_logging(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:

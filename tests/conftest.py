@@ -82,6 +82,7 @@ def run_train() -> Callable[[DictConfig], dict[str, float]]:
 
 def subprocess_env(data_dir: Path) -> dict[str, str]:
     """Environment for ``python train.py`` subprocesses: real data, no stray output."""
-    env = dict(os.environ, DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="1")
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = dict(os.environ, DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    for name in ("PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR"):  # errors as a user sees them
+        env.pop(name, None)
     return env

@@ -1,0 +1,57 @@
+"""``python train.py ...`` as a user types it: real subprocesses, real config composition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, TINY, subprocess_env
+
+VAE_SMALL = ["model.nll_num_samples=10", "model.naive_num_samples=10", "data.eval_batch_size=200"]
+
+
+def run_cli(args: list[str], data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=subprocess_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_model_picks_its_data_set(tmp_path: Path, data_dir: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(["model=vae_cnn", *TINY, *VAE_SMALL, f"hydra.run.dir={run_dir}"], data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["_target_"] == "datamodules.mnist.MNISTDataModule"
+    assert config["model"]["encoder"]["_target_"].endswith("ReportConvEncoder")
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert "test/nll_is" in result.stdout
+
+
+def test_multirun_writes_one_folder_per_job(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "model.z_dim=2,3", *TINY, *VAE_SMALL, f"hydra.sweep.dir={sweep}"],
+                     data_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_model.z_dim=2", "1_model.z_dim=3"]
+    for job in jobs:
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    assert (sweep / jobs[0] / "figures" / "latent_manifold.png").is_file()  # z_dim == 2 only
+    assert not (sweep / jobs[1] / "figures" / "latent_manifold.png").exists()
+
+
+def test_unknown_option_is_one_clear_error(tmp_path: Path, data_dir: Path) -> None:
+    result = run_cli(["model=vae_nope", f"hydra.run.dir={tmp_path / 'run'}"], data_dir, 120)
+    assert result.returncode != 0
+    assert "model/vae_nope" in result.stderr and "vae_cnn" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
