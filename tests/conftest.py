@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +34,22 @@ TINY = [
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The real data sets: ``$DATA_DIR`` (CI: ../shared/data), else ``<repo>/data``."""
-    path = Path(os.environ.get("DATA_DIR", ROOT / "data")).resolve()
-    if not path.is_dir():
-        pytest.fail(f"data folder {path} not found: set DATA_DIR (e.g. DATA_DIR=../shared/data)")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real data sets: ``$DATA_DIR`` (CI: ../shared/data) as it is, or else ``<repo>/data``,
+    where every data module first downloads what is missing (checksums verified)."""
+    if os.environ.get("DATA_DIR"):
+        path = Path(os.environ["DATA_DIR"]).resolve()
+        if not path.is_dir():
+            pytest.fail(f"DATA_DIR={path} is not a folder")
+        return path
+    path = ROOT / "data"
+    scratch = tmp_path_factory.mktemp("prepare")
+    for config in sorted((CONF_DIR / "data").glob("*.yaml")):
+        cfg = compose_config([f"data={config.stem}"], scratch, path)
+        try:
+            instantiate(cfg.data).prepare_data()
+        except Exception as err:  # noqa: BLE001  (the data module's own message says what to do)
+            pytest.fail(f"data set {config.stem!r} unavailable: {err}")
     return path
 
 
