@@ -50,3 +50,9 @@ def test_debug_fast_dev_run_runs(make_cfg, run_train, tmp_path: Path) -> None:
     assert cfg.task_name == "debug" and cfg.trainer.fast_dev_run is True
     metrics = run_train(cfg)
     assert "test/loss" in metrics and "train/loss" in metrics
+
+
+def test_data_override_beats_the_models_choice(make_cfg) -> None:
+    cfg = make_cfg("model=vae_mlp", "data=wikitext2", tiny=False)
+    assert cfg.data._target_ == "datamodules.wikitext2.WikiText2DataModule"
+    assert cfg.model._target_ == "lightning_modules.vae.VAE"
