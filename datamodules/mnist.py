@@ -21,10 +21,9 @@ import zlib
 from enum import Enum
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
+from datamodules.base import IndexedTensors, InMemoryDataModule, keep_batch  # noqa: F401
 from datamodules.download import DataError, fetch_missing
 
 MNIST_MIRRORS = (
@@ -80,32 +79,7 @@ def read_idx(path: Path, magic: int, trailing_shape: tuple[int, ...]) -> torch.T
     return data.view(dims[0], *trailing_shape)
 
 
-class IndexedTensors(Dataset):
-    """Tensors sliced by a whole list of indices at once (``__getitems__``), no collate needed."""
-
-    def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        return tuple(t[index] for t in self.tensors)
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(indices, device=self.tensors[0].device)
-        return tuple(t[index] for t in self.tensors)
-
-    def to(self, device: torch.device) -> IndexedTensors:
-        return IndexedTensors(*(t.to(device) for t in self.tensors))
-
-
-def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Collate function for :class:`IndexedTensors`: the batch is already stacked."""
-    return batch
-
-
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(InMemoryDataModule):
     """MNIST: 55k/5k train/val split of the 60k training images (seeded), 10k test images."""
 
     def __init__(
@@ -185,29 +159,6 @@ class MNISTDataModule(L.LightningDataModule):
         if mode is Binarize.DYNAMIC and generator is not None:
             return torch.bernoulli(images.float() / 255, generator=generator).to(torch.uint8) * 255
         return images
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        on_device = self.hparams.data_on_device and device is not None and device.type != "cpu"
-        if on_device:
-            dataset = self.splits[split] = dataset.to(device)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=keep_batch,
-            num_workers=0 if on_device else self.hparams.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
