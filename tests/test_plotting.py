@@ -46,3 +46,20 @@ def test_kl_curve_matches_gaussian_kl(tmp_path: Path) -> None:
 def test_kl_curve_rejects_bad_range(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "kl.png"), "--x-min", "0"])
+
+
+def test_run_summary_reads_metrics_csv(tmp_path: Path) -> None:
+    from analysis.run_summary import main as summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/loss,test/loss\n"
+        "0,9,120.0,,\n0,9,,110.0,\n1,19,100.0,,\n1,19,,99.0,\n1,19,,,98.5\n"
+    )
+    table = summary([str(run), "--columns", "train/loss", "val/loss", "test/loss"])
+    assert table.splitlines()[-1] == f"| {run} | 100.00 | 99.00 | 98.50 |"
+    table = summary([str(run), "--columns", "train/loss", "test/loss", "--epoch", "0"])
+    assert table.splitlines()[-1] == f"| {run} | 120.00 | 98.50 |"
+    with pytest.raises(SystemExit, match="not a litlab run folder"):
+        summary([str(tmp_path), "--columns", "val/loss"])
