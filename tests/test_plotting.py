@@ -61,5 +61,5 @@ def test_run_summary_reads_metrics_csv(tmp_path: Path) -> None:
     assert table.splitlines()[-1] == f"| {run} | 100.00 | 99.00 | 98.50 |"
     table = summary([str(run), "--columns", "train/loss", "test/loss", "--epoch", "0"])
     assert table.splitlines()[-1] == f"| {run} | 120.00 | 98.50 |"
-    with pytest.raises(SystemExit, match="not a litlab run folder"):
+    with pytest.raises(SystemExit, match="metrics.csv not found: is .* a litlab run folder"):
         summary([str(tmp_path), "--columns", "val/loss"])
