@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format tensorboard kl-curve clean
+.PHONY: help install train test test-all lint format tensorboard kl-curve ln-report clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -44,6 +44,9 @@ tensorboard: install ## Open TensorBoard on every run and sweep under logs/
 
 kl-curve: install ## Report Q3: plot x -> -log x + (x^2 - 1)/2 into results/
 	$(BIN)/python -m analysis.kl_curve --out results/figures/kl_curve.png
+
+ln-report: install ## LN-placement figures + CSV from a sweep folder: make ln-report SWEEP=logs/ln_placement/multiruns/<date>
+	$(BIN)/python -m analysis.ln_sweep $(SWEEP) $(ARGS)
 
 clean: ## Remove caches and build files (keeps .venv, logs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

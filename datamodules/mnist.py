@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.base import IndexedTensors, InMemoryDataModule, keep_batch  # noqa: F401
+from datamodules.base import IndexedTensors, InMemoryDataModule
 from datamodules.download import DataError, fetch_missing
 
 MNIST_MIRRORS = (

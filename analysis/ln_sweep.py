@@ -1,0 +1,354 @@
+"""Turn LayerNorm-placement sweep folders into the study's figures and tables (report Q17).
+
+    python -m analysis.ln_sweep <sweep dir> [<sweep dir> ...] [--out DIR]
+
+Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` written by
+:class:`callbacks.grad_probe.GradProbe`, ``metrics.csv`` by the CSV logger) and writes to ``--out``
+(default ``<first sweep dir>/ln_report``):
+
+* ``jobs.csv``: one row per job (placement, depth, seed, warm-up, init embedding-gradient norm,
+  last training loss, validation loss);
+* ``embedding_grad_vs_depth.{png,csv}``: ||dL/dE||_F at initialisation vs number of layers, log y,
+  one curve per placement, mean and spread (min-max, dots per seed) over seeds;
+* ``pre_post_ratio.csv``: the pre-LN / post-LN ratio of that norm at each depth;
+* ``layer_grad_norms.{png,csv}``: per-layer gradient norms at init (attention output W^O, FFN W_1,
+  W_2) vs layer index for the deepest model (Xiong et al. 2020, Figure 3);
+* ``loss_curves.{png,csv}``: training loss vs step for the deepest model, per placement, with and
+  without warm-up when the sweeps hold both (mean over seeds).
+
+At-init figures count each (placement, depth, seed) once, preferring a job without warm-up
+(initialisation does not depend on it), so several sweeps can be passed together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from omegaconf import OmegaConf
+
+from litlab.plotting import save_figure, write_csv  # also selects the Agg backend
+
+PLACEMENTS = {False: "post-LN", True: "pre-LN"}
+COLORS = {False: "tab:red", True: "tab:blue"}
+LAYER_KINDS = ("attn_out", "ffn_in", "ffn_out")
+
+
+@dataclass
+class Job:
+    """One finished job of a sweep: its setting and what it measured."""
+
+    folder: Path
+    norm_first: bool
+    num_layers: int
+    seed: int | None
+    warmup_steps: int
+    init: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (name, layer) -> norm
+    loss_steps: list[tuple[int, float]] = field(default_factory=list)
+    val_loss: float | None = None
+
+    @property
+    def embedding(self) -> float:
+        return self.init[("embedding", None)]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def warmup_of(scheduler: dict | None) -> int:
+    """Warm-up steps of a job's scheduler config (0 when it has none)."""
+    return int((scheduler or {}).get("warmup_steps") or 0)
+
+
+def load_job(folder: Path) -> Job | None:
+    """A job folder -> :class:`Job`, or None (with a message) when it has no probe output."""
+    probe = folder / "grad_norms.csv"
+    if not probe.is_file():
+        print(
+            f"skipping {folder}: no grad_norms.csv (job failed or still running?)", file=sys.stderr
+        )
+        return None
+    cfg = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=False)
+    model = cfg["model"]
+    job = Job(
+        folder=folder,
+        norm_first=bool(model["norm_first"]),
+        num_layers=int(model["num_layers"]),
+        seed=cfg.get("seed"),
+        warmup_steps=warmup_of(model.get("scheduler")),
+    )
+    for row in read_rows(probe):
+        if row["phase"] == "init":
+            layer = int(row["layer"]) if row["layer"] != "" else None
+            job.init[(row["name"], layer)] = float(row["norm"])
+    if ("embedding", None) not in job.init:
+        print(f"skipping {folder}: no gradient norms at init in grad_norms.csv", file=sys.stderr)
+        return None
+    metrics = folder / "metrics.csv"
+    if metrics.is_file():
+        for row in read_rows(metrics):
+            if row.get("train/loss_step"):
+                job.loss_steps.append((int(row["step"]), float(row["train/loss_step"])))
+            if row.get("val/loss"):
+                job.val_loss = float(row["val/loss"])
+    return job
+
+
+def find_jobs(sweep_dirs: Iterable[Path]) -> list[Job]:
+    """Every job folder (one holding ``config.yaml``) under the sweep folders, sorted."""
+    jobs = []
+    for sweep in sweep_dirs:
+        if not sweep.is_dir():
+            raise FileNotFoundError(f"sweep folder {sweep} does not exist")
+        for config in sorted(sweep.rglob("config.yaml")):
+            if config.parent.name == ".hydra":
+                continue
+            job = load_job(config.parent)
+            if job is not None:
+                jobs.append(job)
+    if not jobs:
+        raise FileNotFoundError(
+            f"no finished LN-placement jobs (config.yaml + grad_norms.csv) under "
+            f"{', '.join(map(str, sweep_dirs))}"
+        )
+    return sorted(jobs, key=lambda j: (j.warmup_steps, j.norm_first, j.num_layers, j.seed or 0))
+
+
+def at_init(jobs: Sequence[Job]) -> list[Job]:
+    """Jobs for the at-init figures: one per (placement, depth, seed), without warm-up if possible.
+
+    A warm-up cannot change the initialisation, so a warm-up job only counts when its setting
+    never ran without one; a setting repeated in several sweeps counts once per seed.
+    """
+    settings_without = {(j.norm_first, j.num_layers) for j in jobs if j.warmup_steps == 0}
+    kept: dict[tuple, Job] = {}
+    for j in sorted(jobs, key=lambda j: j.warmup_steps):
+        if j.warmup_steps == 0 or (j.norm_first, j.num_layers) not in settings_without:
+            kept.setdefault((j.norm_first, j.num_layers, j.seed), j)
+    return list(kept.values())
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """Mean, standard deviation (0 for one value), min and max."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), std, min(values), max(values)
+
+
+def embedding_by_depth(jobs: Sequence[Job]) -> dict[bool, dict[int, list[float]]]:
+    """placement -> depth -> embedding-gradient norms at init (one per seed)."""
+    table: dict[bool, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for job in jobs:
+        table[job.norm_first][job.num_layers].append(job.embedding)
+    return table
+
+
+def depth_rows(table: dict[bool, dict[int, list[float]]]) -> list[tuple]:
+    rows = []
+    for norm_first in sorted(table):
+        for depth in sorted(table[norm_first]):
+            values = table[norm_first][depth]
+            rows.append((PLACEMENTS[norm_first], depth, len(values), *spread(values)))
+    return rows
+
+
+def ratio_rows(table: dict[bool, dict[int, list[float]]]) -> list[tuple]:
+    """(depth, post-LN mean, pre-LN mean, pre/post) for depths measured with both placements."""
+    rows = []
+    for depth in sorted(set(table.get(False, {})) & set(table.get(True, {}))):
+        post = statistics.fmean(table[False][depth])
+        pre = statistics.fmean(table[True][depth])
+        rows.append((depth, post, pre, pre / post))
+    return rows
+
+
+def plot_embedding_by_depth(table: dict[bool, dict[int, list[float]]]):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for norm_first in sorted(table):
+        depths = sorted(table[norm_first])
+        stats = [spread(table[norm_first][d]) for d in depths]
+        means = [s[0] for s in stats]
+        color = COLORS[norm_first]
+        ax.fill_between(
+            depths, [s[2] for s in stats], [s[3] for s in stats], color=color, alpha=0.2
+        )
+        ax.plot(depths, means, marker="o", color=color, label=f"{PLACEMENTS[norm_first]} (mean)")
+        for d in depths:
+            values = table[norm_first][d]
+            ax.scatter([d] * len(values), values, s=8, color=color, alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of layers")
+    ax.set_ylabel(r"$\|\partial L / \partial E\|_F$ at init")
+    ax.set_title("embedding gradient at init (band: min-max over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def layer_rows(jobs: Sequence[Job], depth: int) -> list[tuple]:
+    """(placement, depth, kind, layer, n, mean, std) of per-layer init norms for one depth."""
+    values: dict[tuple[bool, str, int], list[float]] = defaultdict(list)
+    for job in jobs:
+        if job.num_layers != depth:
+            continue
+        for (name, layer), norm in job.init.items():
+            if layer is not None:
+                values[(job.norm_first, name, layer)].append(norm)
+    rows = []
+    for (norm_first, kind, layer), vals in sorted(values.items()):
+        mean, std, _, _ = spread(vals)
+        rows.append((PLACEMENTS[norm_first], depth, kind, layer, len(vals), mean, std))
+    return rows
+
+
+def plot_layers(rows: Sequence[tuple], depth: int):
+    kinds = [k for k in LAYER_KINDS if any(r[2] == k for r in rows)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for norm_first, placement in PLACEMENTS.items():
+            sel = [r for r in rows if r[2] == kind and r[0] == placement]
+            if not sel:
+                continue
+            layers = [r[3] + 1 for r in sel]
+            means = [r[5] for r in sel]
+            stds = [r[6] for r in sel]
+            ax.errorbar(layers, means, yerr=stds, marker="o", markersize=3, capsize=2,
+                        color=COLORS[norm_first], label=placement)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("layer (1 = next to the embedding)")
+        ax.set_title(f"{kind} weight gradient, {depth} layers")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel(r"$\|\partial L / \partial W\|_F$ at init")
+    axes[0][0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def loss_rows(jobs: Sequence[Job], depth: int) -> list[tuple]:
+    """(placement, warm-up steps, depth, step, n seeds, mean loss) for one depth."""
+    curves: dict[tuple[bool, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for job in jobs:
+        if job.num_layers == depth:
+            for step, loss in job.loss_steps:
+                curves[(job.norm_first, job.warmup_steps)][step].append(loss)
+    rows = []
+    for (norm_first, warmup), by_step in sorted(curves.items()):
+        for step in sorted(by_step):
+            vals = by_step[step]
+            rows.append(
+                (PLACEMENTS[norm_first], warmup, depth, step, len(vals), statistics.fmean(vals))
+            )
+    return rows
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """Mean of the last ``window`` values at each point (fewer at the start)."""
+    return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
+
+
+def plot_losses(rows: Sequence[tuple], depth: int, window: int = 5):
+    """Loss vs step per (placement, warm-up): raw means faint, running mean of ``window`` bold."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    settings = sorted({(r[0], r[1]) for r in rows})
+    for placement, warmup in settings:
+        sel = [r for r in rows if r[0] == placement and r[1] == warmup]
+        norm_first = placement == PLACEMENTS[True]
+        label = f"{placement}, " + (f"warm-up {warmup} steps" if warmup else "no warm-up")
+        steps, losses = [r[3] for r in sel], [r[5] for r in sel]
+        style = dict(color=COLORS[norm_first], linestyle="--" if warmup else "-")
+        ax.plot(steps, losses, alpha=0.25, linewidth=0.8, **style)
+        ax.plot(steps, running_mean(losses, window), label=label, **style)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(f"training loss (running mean of {window} logged steps)")
+    ax.set_title(f"training loss, {depth} layers, same peak learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def markdown_ratio_table(rows: Sequence[tuple]) -> str:
+    lines = [
+        "| layers | post-LN ‖∂L/∂E‖ | pre-LN ‖∂L/∂E‖ | pre / post |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {d} | {post:.3g} | {pre:.3g} | {ratio:.3g} |" for d, post, pre, ratio in rows]
+    return "\n".join(lines)
+
+
+def report(
+    sweep_dirs: Sequence[Path], out: Path | None = None, loss_depth: int | None = None
+) -> dict[str, Path]:
+    """Write every figure and table; return their paths by name."""
+    jobs = find_jobs(sweep_dirs)
+    out = out or sweep_dirs[0] / "ln_report"
+    paths: dict[str, Path] = {}
+    paths["jobs"] = write_csv(
+        out / "jobs.csv",
+        ["folder", "placement", "num_layers", "seed", "warmup_steps", "embedding_grad_init",
+         "last_train_loss", "val_loss"],
+        [(j.folder.name, PLACEMENTS[j.norm_first], j.num_layers, j.seed, j.warmup_steps,
+          j.embedding, j.loss_steps[-1][1] if j.loss_steps else "",
+          "" if j.val_loss is None else j.val_loss) for j in jobs],
+    )  # fmt: skip
+    init_jobs = at_init(jobs)
+    table = embedding_by_depth(init_jobs)
+    paths["embedding_csv"] = write_csv(
+        out / "embedding_grad_vs_depth.csv",
+        ["placement", "num_layers", "n_seeds", "mean", "std", "min", "max"],
+        depth_rows(table),
+    )
+    paths["embedding_png"] = save_figure(
+        plot_embedding_by_depth(table), out / "embedding_grad_vs_depth.png"
+    )
+    ratios = ratio_rows(table)
+    paths["ratio_csv"] = write_csv(
+        out / "pre_post_ratio.csv", ["num_layers", "post_ln", "pre_ln", "pre_over_post"], ratios
+    )
+    deepest = max(j.num_layers for j in init_jobs)
+    rows = layer_rows(init_jobs, deepest)
+    paths["layers_csv"] = write_csv(
+        out / "layer_grad_norms.csv",
+        ["placement", "num_layers", "weight", "layer", "n_seeds", "mean", "std"],
+        rows,
+    )
+    paths["layers_png"] = save_figure(plot_layers(rows, deepest), out / "layer_grad_norms.png")
+    if loss_depth is None:  # the deepest model that ran with a warm-up, else the deepest
+        warm = [j.num_layers for j in jobs if j.loss_steps and j.warmup_steps]
+        loss_depth = max(warm or [j.num_layers for j in jobs if j.loss_steps], default=None)
+    if loss_depth is not None:
+        rows = loss_rows(jobs, loss_depth)
+        paths["loss_csv"] = write_csv(
+            out / "loss_curves.csv",
+            ["placement", "warmup_steps", "num_layers", "step", "n_seeds", "mean_loss"],
+            rows,
+        )
+        paths["loss_png"] = save_figure(plot_losses(rows, loss_depth), out / "loss_curves.png")
+    print(f"{len(jobs)} jobs -> {out}")
+    print(markdown_ratio_table(ratios))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun sweep folder(s)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--loss-depth", type=int, default=None,
+                        help="depth of the loss-curve figure (default: deepest with a warm-up run)")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        report(args.sweeps, args.out, args.loss_depth)
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""WikiText-2 (word level), as contiguous token streams cut into ``bptt`` windows.
+
+Files: ``<data_dir>/wikitext-2/{train,valid,test}.txt`` (each may also be stored gzip'd as
+``.txt.gz``), the ``wiki.*.tokens`` of Merity et al. (2016), identical to pytorch/examples'
+``word_language_model/data/wikitext-2``. Tokenisation is pytorch/examples': split each line on
+whitespace and append ``<eos>``. The vocabulary is built from the training split in order of first
+appearance (33,278 types, ``<unk>`` and ``<eos>`` included); valid/test words outside it map to
+``<unk>`` (there are none in the real files).
+
+Batches: each split is one ``int64`` stream of N tokens, cut into ``n = (N - 1) // bptt`` windows
+of ``bptt + 1`` tokens that overlap by one (window k is ``stream[k bptt : (k + 1) bptt + 1]``);
+the trailing ``(N - 1) mod bptt`` tokens (< bptt) are not predicted. A batch is a stack of
+``batch_size`` windows sliced from the in-memory tensor (moved to the accelerator once); inputs
+and targets are the window without its last / first token, shapes ``(B, bptt)`` (batch_first).
+Every token after the first of the stream is predicted exactly once per epoch, with a context that
+restarts every ``bptt`` tokens as in ``batchify`` / ``get_batch``. Windows are independent for a
+Transformer (no state is carried), so the training windows are shuffled.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from array import array
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from datamodules.base import IndexedTensors, InMemoryDataModule
+from datamodules.download import DataError, fetch_missing
+
+WIKITEXT2_MIRRORS = (
+    "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/",
+)
+
+# SHA-256 of the decompressed files (shared/data/PROVENANCE.md).
+WIKITEXT2_FILES: dict[str, str] = {
+    "train.txt": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+    "valid.txt": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+    "test.txt": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+}
+SPLIT_FILES = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
+EOS = "<eos>"
+UNK = "<unk>"
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or its gzip'd twin ``folder/name.gz``, whichever exists (plain first)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_text(path: Path, sha256: str | None) -> str:
+    """The file's text (gunzipped if ``.gz``), its decompressed SHA-256 checked when given."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: cannot read ({err}); delete it and download again") from err
+    if sha256 is not None and (got := hashlib.sha256(raw).hexdigest()) != sha256:
+        raise DataError(
+            f"{path}: sha256 of its content is {got}, expected {sha256}; "
+            "the file is corrupt or not WikiText-2 v1 (delete it and download again)"
+        )
+    return raw.decode("utf-8")
+
+
+def tokenize(text: str) -> list[str]:
+    """pytorch/examples' tokenisation: whitespace-split words, ``<eos>`` at the end of each line."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text.replace("\n", f" {EOS} ").split()
+
+
+def build_vocab(tokens: list[str]) -> list[str]:
+    """Word types in order of first appearance (index i <-> word i)."""
+    return list(dict.fromkeys(tokens))
+
+
+def encode(tokens: list[str], index: dict[str, int]) -> torch.Tensor:
+    """Token ids as one ``int64`` stream; words outside the vocabulary become ``<unk>``."""
+    unk = index.get(UNK)
+    if unk is None:
+        ids = array("q", map(index.__getitem__, tokens))
+    else:
+        ids = array("q", (index.get(word, unk) for word in tokens))
+    return torch.frombuffer(ids, dtype=torch.int64) if ids else torch.zeros(0, dtype=torch.int64)
+
+
+@lru_cache(maxsize=2)
+def load_corpus(folder: str, stamp: tuple) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """Vocabulary (from train) and the three id streams; cached per folder and file versions.
+
+    ``stamp`` (file sizes and mtimes) only keys the cache: a changed file is read again.
+    """
+    path = Path(folder)
+    texts = {
+        split: read_text(find_file(path, name), WIKITEXT2_FILES.get(name))
+        for split, name in SPLIT_FILES.items()
+    }
+    train_tokens = tokenize(texts["train"])
+    vocab = build_vocab(train_tokens)
+    index = {word: i for i, word in enumerate(vocab)}
+    streams = {"train": encode(train_tokens, index)}
+    for split in ("val", "test"):
+        streams[split] = encode(tokenize(texts[split]), index)
+    return vocab, streams
+
+
+def windows(stream: torch.Tensor, bptt: int) -> torch.Tensor:
+    """``(n, bptt + 1)`` windows of the stream overlapping by one token, n = (N - 1) // bptt."""
+    n = (len(stream) - 1) // bptt
+    if n < 1:
+        raise ValueError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
+    return stream[: n * bptt + 1].unfold(0, bptt + 1, bptt).contiguous()
+
+
+class WikiText2DataModule(InMemoryDataModule):
+    """WikiText-2: train/valid/test token streams, ``bptt`` windows, vocabulary from train.
+
+    Args:
+        data_dir: folder holding ``wikitext-2/`` (``paths.data_dir``).
+        batch_size, eval_batch_size: windows per training / evaluation batch.
+        bptt: tokens per window (the model's context length; 35 as pytorch/examples).
+        shuffle: shuffle the training windows every epoch.
+        download: fetch missing files (checksums verified) when online.
+        data_on_device: hold the window tensors on the accelerator (no-op on CPU).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 20,
+        eval_batch_size: int = 10,
+        bptt: int = 35,
+        shuffle: bool = True,
+        download: bool = True,
+        mirrors: list[str] | tuple[str, ...] = WIKITEXT2_MIRRORS,
+        data_on_device: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if bptt < 1:
+            raise ValueError(f"data.bptt={bptt} must be >= 1")
+        self.save_hyperparameters()
+        self.folder = Path(data_dir) / "wikitext-2"
+        self.vocab: list[str] = []
+        self.streams: dict[str, torch.Tensor] = {}
+        self.splits: dict[str, IndexedTensors] = {}
+
+    def prepare_data(self) -> None:
+        """Download (rank 0 only) the split files found neither plain nor gzip'd."""
+        self._fetch(self.hparams.download)
+
+    def _fetch(self, download: bool) -> None:
+        missing = {
+            name: sha for name, sha in WIKITEXT2_FILES.items() if not find_file(self.folder, name)
+        }
+        fetch_missing(self.folder, missing, self.hparams.mirrors, download, "WikiText-2")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self._fetch(False)
+        paths = [find_file(self.folder, name) for name in WIKITEXT2_FILES]
+        stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+        self.vocab, self.streams = load_corpus(str(self.folder), stamp)
+        self.splits = {
+            split: IndexedTensors(windows(stream, self.hparams.bptt))
+            for split, stream in self.streams.items()
+        }
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def model_kwargs(self) -> dict:
+        """What the model needs to know: the vocabulary size (train.py's ``data_facts``)."""
+        return {"vocab_size": self.vocab_size}
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor], dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, bptt + 1)`` windows -> inputs ``(B, bptt)`` and next-token targets ``(B, bptt)``."""
+        (window,) = batch
+        return window[:, :-1], window[:, 1:]

@@ -1,0 +1,153 @@
+"""Causal Transformer language model on a token stream (WikiText-2).
+
+Objective: the mean next-token cross-entropy over the batch's B x T positions,
+
+    loss = -1/(B T) sum_{b,t} log p(w_{b,t+1} | w_{b,<=t}),    perplexity = exp(loss over a split),
+
+with p given by :class:`lightning_modules.nets.transformer.Transformer`. Validation and test
+perplexity are corpus-level (torchmetrics ``Perplexity``: total log-likelihood over every token of
+the split, then exp), not a mean of per-batch perplexities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
+from torchmetrics.text import Perplexity
+
+from lightning_modules.base import LitModule
+from lightning_modules.nets.transformer import Transformer, TransformerConfig
+
+STAGES = ("train", "val", "test")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class WarmupSchedule(LRScheduler):
+    """lr(s) = base_lr * min(1, (s + 1) / warmup_steps) * decay(s), stepped every optimiser step.
+
+    ``decay``: ``constant`` (1), ``inverse_sqrt`` (sqrt(warmup_steps / (s + 1)) after the warm-up,
+    Vaswani et al. 2017) or ``cosine`` (half a cosine from 1 to 0 between the end of the warm-up and
+    ``total_steps``). ``warmup_steps=0`` means no warm-up. Use with ``interval: step``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int = 0,
+        decay: str = "constant",
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        if decay not in ("constant", "inverse_sqrt", "cosine"):
+            raise ValueError(f"decay={decay!r} is not one of: constant, inverse_sqrt, cosine")
+        if decay == "cosine" and not total_steps:
+            raise ValueError("decay=cosine needs total_steps")
+        self.warmup_steps = warmup_steps
+        self.decay = decay
+        self.total_steps = total_steps
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int) -> float:
+        w = self.warmup_steps
+        if w > 0 and step < w:
+            return (step + 1) / w
+        if self.decay == "inverse_sqrt":
+            return math.sqrt(max(w, 1) / (step + 1))
+        if self.decay == "cosine":
+            progress = min(1.0, (step - w) / max(1, self.total_steps - w))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+class TransformerLM(LitModule):
+    """Next-token prediction with a causal Transformer; perplexity on val/test.
+
+    Args:
+        vocab_size: from the datamodule (``model_kwargs``), saved in the checkpoint.
+        optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
+            with StepLR as the PyTorch tutorial, or :class:`WarmupSchedule` (``interval: step``).
+        d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
+        max_len: the architecture (:class:`TransformerConfig`). They live at ``model.*`` so that
+        sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        d_model: int = 200,
+        num_heads: int = 2,
+        d_ff: int = 200,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+        norm_first: bool = False,
+        tie_weights: bool = False,
+        activation: str = "relu",
+        max_len: int = 1024,
+    ) -> None:
+        super().__init__(optimizer, scheduler)
+        arch = dict(
+            vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
+            num_layers=num_layers, dropout=dropout, norm_first=norm_first,
+            tie_weights=tie_weights, activation=activation, max_len=max_len,
+        )  # fmt: skip
+        self.save_plain_hyperparameters(optimizer=optimizer, scheduler=scheduler, **arch)
+        self.net = Transformer(TransformerConfig(**arch))
+        # ModuleDict keys must not shadow Module attributes ("train"): suffix them
+        self.means = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        self.perplexity = nn.ModuleDict({f"{stage}_ppl": Perplexity() for stage in ("val", "test")})
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``."""
+        return self.net(idx)
+
+    @staticmethod
+    def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over all positions."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The training objective on one batch, without logging (used by the gradient probe)."""
+        x, y = batch
+        return self.token_loss(self(x), y)
+
+    def probe_parameters(self) -> dict[str, nn.Parameter]:
+        """Named weights whose gradient norms :class:`callbacks.grad_probe.GradProbe` records."""
+        return self.net.probe_parameters()
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.token_loss(logits, y)
+        mean = self.means[f"{stage}_loss"]
+        mean.update(loss.detach(), weight=y.numel())
+        self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
+        if stage != "train":
+            # float64: the metric takes softmax then log, which must not underflow to log(0)
+            ppl = self.perplexity[f"{stage}_ppl"]
+            ppl.update(logits.detach().double(), y)
+            self.log(f"{stage}/ppl", ppl, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
