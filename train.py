@@ -98,7 +98,8 @@ def main(cfg: DictConfig) -> float | None:
     if name is None:
         return None
     if name not in metrics:
-        log.warning("optimized_metric=%s was not logged (logged: %s)", name, sorted(metrics))
+        if cfg.train:  # an evaluation-only run has no validation metric to return
+            log.warning("optimized_metric=%s was not logged (logged: %s)", name, sorted(metrics))
         return None
     return metrics[name]
 
