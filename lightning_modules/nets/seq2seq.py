@@ -1,0 +1,171 @@
+"""GRU encoder, attention modules and a one-step GRU decoder for sequence-to-sequence translation.
+
+Shapes: batch first. Source ids ``(B, S)`` with a boolean ``mask`` ``(B, S)`` (True on real tokens,
+padding on the right); the encoder returns ``memory`` ``(B, S, H)`` and the decoder's initial state
+``(num_layers, B, H)``. The decoder runs one step at a time (teacher forcing, greedy and beam search
+all drive it from :class:`lightning_modules.seq2seq.Seq2Seq`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+ATTENTION_KINDS = ("bahdanau", "dot", "none")
+
+
+class Encoder(nn.Module):
+    """Embedding -> dropout -> GRU over the real tokens only (packed).
+
+    With ``bidirectional=True`` the two directions' outputs are concatenated and projected back to
+    ``hidden_dim`` (so every attention kind sees keys of the decoder's size), and the decoder's
+    initial state per layer is ``tanh(W [h_fwd; h_bwd])`` (Bahdanau et al., 2015).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_dim: int = 256,
+        embed_dim: int = 256,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.1,
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = nn.GRU(
+            embed_dim,
+            hidden_dim,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        if bidirectional:
+            self.memory_proj = nn.Linear(2 * hidden_dim, hidden_dim)
+            self.state_proj = nn.Linear(2 * hidden_dim, hidden_dim)
+
+    def forward(self, src: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``src``, ``mask`` ``(B, S)`` -> memory ``(B, S, H)`` (zeros on padding), state ``(L, B, H)``."""
+        lengths = mask.sum(dim=1).cpu()
+        embedded = self.dropout(self.embedding(src))
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        outputs, state = self.rnn(packed)
+        memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=src.shape[1])
+        if self.bidirectional:
+            memory = self.memory_proj(memory) * mask.unsqueeze(-1)
+            state = state.view(self.num_layers, 2, *state.shape[1:])  # (L, dir, B, H)
+            state = torch.tanh(self.state_proj(torch.cat([state[:, 0], state[:, 1]], dim=-1)))
+        return memory, state
+
+
+class Attention(nn.Module):
+    """Masked softmax over source positions of a score ``e_j = score(s, h_j)``:
+
+    alpha_j = exp(e_j) / sum_{k real} exp(e_k) on real tokens, 0 on padding; context = sum_j alpha_j h_j.
+    Subclasses define :meth:`score` only.
+    """
+
+    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query ``(B, H)``, memory ``(B, S, H)``, mask ``(B, S)`` -> context ``(B, H)``, weights ``(B, S)``."""
+        scores = self.score(query, memory).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+
+
+class BahdanauAttention(Attention):
+    """Additive attention (Bahdanau et al., 2015): ``score(s, h_j) = v^T tanh(W_q s + W_k h_j)``."""
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.query_proj = nn.Linear(hidden_dim, hidden_dim, bias=False)
+        self.key_proj = nn.Linear(hidden_dim, hidden_dim)
+        self.v = nn.Linear(hidden_dim, 1, bias=False)
+
+    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        energy = torch.tanh(self.query_proj(query).unsqueeze(1) + self.key_proj(memory))
+        return self.v(energy).squeeze(-1)
+
+
+class DotAttention(Attention):
+    """Dot-product attention (Luong et al., 2015), no parameters: ``score(s, h_j) = s^T h_j``."""
+
+    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(memory, query.unsqueeze(-1)).squeeze(-1)
+
+
+def make_attention(kind: str, hidden_dim: int) -> Attention | None:
+    """``bahdanau`` | ``dot`` | ``none`` (no attention: the decoder sees the final state only)."""
+    if kind == "bahdanau":
+        return BahdanauAttention(hidden_dim)
+    if kind == "dot":
+        return DotAttention()
+    if kind == "none":
+        return None
+    raise ValueError(f"model.attention={kind!r} is not one of: {', '.join(ATTENTION_KINDS)}")
+
+
+class Decoder(nn.Module):
+    """One decoding step: previous token y_{t-1}, state s_{t-1} -> logits for y_t, s_t, alpha_t.
+
+    With attention (the tutorial's ``AttnDecoderRNN``): c_t = attend(s_{t-1}, memory),
+    s_t = GRU([emb(y_{t-1}); c_t], s_{t-1}), logits = W_o dropout(tanh(W_c [s_t; c_t])).
+    Without attention (``none``): s_t = GRU(emb(y_{t-1}), s_{t-1}), logits = W_o dropout(s_t); the
+    source reaches the decoder only through s_0, the encoder's final state (report Q13).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_dim: int = 256,
+        embed_dim: int = 256,
+        num_layers: int = 1,
+        attention: str = "bahdanau",
+        dropout: float = 0.1,
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        self.dropout = nn.Dropout(dropout)
+        self.attention = make_attention(attention, hidden_dim)
+        context_dim = hidden_dim if self.attention is not None else 0
+        self.rnn = nn.GRU(
+            embed_dim + context_dim,
+            hidden_dim,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        # [s_t; c_t] -> tanh(W_c [s_t; c_t]) of size H before the vocabulary projection (Luong et
+        # al., 2015): the V-sized output layer, the costliest one, then reads H features, not 2H
+        self.combine = nn.Linear(hidden_dim + context_dim, hidden_dim) if context_dim else None
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    def forward(
+        self,
+        token: torch.Tensor,
+        state: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """token ``(B,)``, state ``(L, B, H)`` -> logits ``(B, V)``, state, weights ``(B, S)`` or None."""
+        inputs = self.dropout(self.embedding(token))
+        weights = None
+        if self.attention is not None:
+            context, weights = self.attention(state[-1], memory, mask)
+            inputs = torch.cat([inputs, context], dim=-1)
+        output, state = self.rnn(inputs.unsqueeze(1), state)
+        features = output.squeeze(1)
+        if self.combine is not None:
+            features = torch.tanh(self.combine(torch.cat([features, context], dim=-1)))
+        return self.out(self.dropout(features)), state, weights

@@ -1,0 +1,368 @@
+"""Sequence-to-sequence translation (French -> English) with a GRU encoder-decoder and attention.
+
+Training minimises the token cross-entropy of the reference y given the source x,
+
+    loss = - sum_{b,t} m_{bt} log p(y_{bt} | y_{b,<t}, x_b) / sum_{b,t} m_{bt},
+
+where m_{bt} = 1 on real target tokens (``<eos>`` included when appended) and 0 on padding, so
+padding never changes the loss. ``mask_loss=false`` averages over every position instead, padding
+(``<pad>`` targets) included, as the tutorial's fixed-length batches do.
+
+Teacher forcing (report Q14) is decided **per token**: at each step t and for each sentence
+independently, the decoder's next input is the reference y_t with probability
+``teacher_forcing_ratio`` and otherwise its own greedy prediction argmax p(. | ...), detached.
+Ratio 1 is always teacher-forced, 0 always free-running. Validation and test losses are
+teacher-forced; BLEU is computed on free decoding (greedy, or beam search with ``beam_size > 1``),
+which stops at ``<eos>`` or after ``max_decode_length`` tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import BLEUScore
+
+from datamodules.eng_fra import EOS, PAD, SOS, decode, encode, normalize, pad
+from lightning_modules.base import LitModule, build
+
+STAGES = ("train", "val", "test")
+DEFAULT_PREPROCESSING = {"append_eos": True, "keep_period": True, "max_length": 10}
+MAX_SOURCE_WORDS = 100  # longer inputs to translate() are truncated
+
+
+def token_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    masked: bool = True,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Mean cross-entropy over real tokens (``masked``) or over every position (module docstring).
+
+    ``logits`` ``(B, T, V)``, ``target`` and ``mask`` ``(B, T)``.
+    """
+    nll = F.cross_entropy(
+        logits.transpose(1, 2), target, reduction="none", label_smoothing=label_smoothing
+    )
+    if not masked:
+        return nll.mean()
+    mask = mask.to(nll.dtype)
+    return (nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class Translation:
+    """One translated sentence: tokens in and out, and the attention between them."""
+
+    source: list[str]  # normalised source words (as typed, unknown ones included)
+    unknown: list[str]  # source words outside the vocabulary (fed as <unk>)
+    words: list[str]  # output words, without <eos>
+    attention: (
+        torch.Tensor | None
+    )  # (len(output_labels), len(source_labels)), None without attention
+    source_labels: list[str]  # source tokens the encoder saw (+ <eos> when appended)
+    output_labels: list[str]  # output tokens the decoder emitted (+ <eos> when it stopped)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+class Seq2Seq(LitModule):
+    """GRU encoder-decoder: masked teacher-forced training, greedy / beam-search decoding, BLEU.
+
+    Args:
+        encoder, decoder: ``_target_`` configs of :mod:`lightning_modules.nets.seq2seq` nets; the
+            vocabulary sizes, ``hidden_dim``, ``num_layers`` and ``attention`` are filled in here.
+        optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`).
+        src_vocab, tgt_vocab: word lists (ids = positions), given by the datamodule.
+        preprocessing: ``append_eos``, ``keep_period``, ``max_length`` of the datamodule (used to
+            translate raw text the same way).
+        hidden_dim, num_layers: GRU sizes shared by encoder and decoder.
+        attention: ``bahdanau`` | ``dot`` | ``none`` (report Q13).
+        teacher_forcing_ratio: probability that a training step feeds the reference token.
+        mask_loss: average the loss over real tokens only (False: the tutorial's unmasked loss).
+        label_smoothing: cross-entropy label smoothing during training (0: none).
+        beam_size: 1 decodes greedily, more runs beam search.
+        length_penalty: beam hypotheses are ranked by log p / length**length_penalty.
+        max_decode_length: decoding stops after this many tokens (the tutorial's MAX_LENGTH).
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping[str, Any],
+        decoder: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        src_vocab: Sequence[str] = (),
+        tgt_vocab: Sequence[str] = (),
+        preprocessing: Mapping[str, Any] | None = None,
+        hidden_dim: int = 256,
+        num_layers: int = 1,
+        attention: str = "bahdanau",
+        teacher_forcing_ratio: float = 1.0,
+        mask_loss: bool = True,
+        label_smoothing: float = 0.0,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
+        max_decode_length: int = 10,
+    ) -> None:
+        super().__init__(optimizer, scheduler)
+        if not src_vocab or not tgt_vocab:
+            raise ValueError(
+                "Seq2Seq needs src_vocab and tgt_vocab: use it with data=eng_fra (train.py passes "
+                "the datamodule's vocabularies), or load a checkpoint"
+            )
+        if not 0.0 <= teacher_forcing_ratio <= 1.0:
+            raise ValueError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
+        if beam_size < 1:
+            raise ValueError(f"model.beam_size={beam_size} must be >= 1")
+        self.save_plain_hyperparameters(
+            encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
+            src_vocab=list(src_vocab), tgt_vocab=list(tgt_vocab),
+            preprocessing={**DEFAULT_PREPROCESSING, **dict(preprocessing or {})},
+            hidden_dim=hidden_dim, num_layers=num_layers, attention=attention,
+            teacher_forcing_ratio=teacher_forcing_ratio, mask_loss=mask_loss,
+            label_smoothing=label_smoothing, beam_size=beam_size, length_penalty=length_penalty,
+            max_decode_length=max_decode_length,
+        )  # fmt: skip
+        self.src_vocab = list(src_vocab)
+        self.tgt_vocab = list(tgt_vocab)
+        self.src_index = {word: i for i, word in enumerate(self.src_vocab)}
+        sizes = {"hidden_dim": hidden_dim, "num_layers": num_layers, "padding_idx": PAD}
+        self.encoder = build(encoder, vocab_size=len(self.src_vocab), **sizes)
+        self.decoder = build(decoder, vocab_size=len(self.tgt_vocab), attention=attention, **sizes)
+        vocab_size = len(self.tgt_vocab)
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(
+                vocab_size, average="micro", ignore_index=PAD
+            )
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_bleu"] = BLEUScore(n_gram=4)
+            for name in ("out_len", "ref_len", "at_max_len"):
+                self.metrics[f"{stage}_{name}"] = MeanMetric()
+        self.test_records: list[tuple[int, str, str]] = []  # (source words, hypothesis, reference)
+
+    # -- training-time forward -----------------------------------------------------------------
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_mask: torch.Tensor,
+        tgt: torch.Tensor,
+        teacher_forcing_ratio: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, T, V)`` for each target position, and attention ``(B, T, S)`` (or None).
+
+        The first input is ``<sos>``; later inputs follow the teacher-forcing rule (module doc).
+        """
+        memory, state = self.encoder(src, src_mask)
+        token = src.new_full((src.shape[0],), SOS)
+        logits, attention = [], []
+        for t in range(tgt.shape[1]):
+            step_logits, state, weights = self.decoder(token, state, memory, src_mask)
+            logits.append(step_logits)
+            attention.append(weights)
+            if teacher_forcing_ratio >= 1.0:
+                token = tgt[:, t]
+            else:
+                guess = step_logits.detach().argmax(dim=-1)
+                use_ref = torch.rand(tgt.shape[0], device=tgt.device) < teacher_forcing_ratio
+                token = torch.where(use_ref, tgt[:, t], guess)
+        weights = None if attention[0] is None else torch.stack(attention, dim=1)
+        return torch.stack(logits, dim=1), weights
+
+    # -- decoding ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def greedy_decode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, max_length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """argmax at each step until every sentence has emitted ``<eos>`` or ``max_length`` tokens.
+
+        Returns tokens ``(B, L)`` (``<pad>`` after a sentence's ``<eos>``) and attention
+        ``(B, L, S)`` or None.
+        """
+        max_length = max_length or self.hparams.max_decode_length
+        memory, state = self.encoder(src, src_mask)
+        token = src.new_full((src.shape[0],), SOS)
+        done = torch.zeros_like(token, dtype=torch.bool)
+        tokens, attention = [], []
+        for _ in range(max_length):
+            logits, state, weights = self.decoder(token, state, memory, src_mask)
+            token = logits.argmax(dim=-1).masked_fill(done, PAD)
+            tokens.append(token)
+            attention.append(weights)
+            done = done | (token == EOS)
+            if done.all():
+                break
+        weights = None if attention[0] is None else torch.stack(attention, dim=1)
+        return torch.stack(tokens, dim=1), weights
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        src: torch.Tensor,
+        src_mask: torch.Tensor,
+        beam_size: int,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Keep the ``beam_size`` best partial hypotheses by summed log-probability at each step.
+
+        A hypothesis that has emitted ``<eos>`` is finished: it only extends with ``<pad>`` at no
+        cost. Stops when all are finished or after ``max_length`` steps; the winner maximises
+        log p / length**length_penalty. With ``beam_size=1`` this is greedy decoding.
+        Same outputs as :meth:`greedy_decode`.
+        """
+        max_length = max_length or self.hparams.max_decode_length
+        alpha = self.hparams.length_penalty if length_penalty is None else length_penalty
+        k = beam_size
+        batch, src_len = src.shape
+        memory, state = self.encoder(src, src_mask)
+        memory = memory.repeat_interleave(k, dim=0)
+        mask = src_mask.repeat_interleave(k, dim=0)
+        state = state.repeat_interleave(k, dim=1)
+        scores = memory.new_zeros(batch, k)
+        scores[:, 1:] = float("-inf")  # all beams start identical: expand the first only
+        token = src.new_full((batch * k,), SOS)
+        done = torch.zeros_like(token, dtype=torch.bool)
+        seqs = src.new_zeros(batch * k, 0)
+        attention = memory.new_zeros(batch * k, 0, src_len)
+        offsets = torch.arange(batch, device=src.device).unsqueeze(1) * k
+        for _ in range(max_length):
+            logits, state, weights = self.decoder(token, state, memory, mask)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            vocab = log_probs.shape[-1]
+            log_probs = log_probs.masked_fill(done.unsqueeze(1), float("-inf"))
+            log_probs[:, PAD] = torch.where(done, 0.0, log_probs[:, PAD])
+            total = (scores.reshape(-1, 1) + log_probs).view(batch, k * vocab)
+            scores, flat = total.topk(k, dim=1)
+            rows = (flat // vocab + offsets).view(-1)
+            token = (flat % vocab).view(-1)
+            state = state[:, rows]
+            seqs = torch.cat([seqs[rows], token.unsqueeze(1)], dim=1)
+            if weights is not None:
+                attention = torch.cat([attention[rows], weights[rows].unsqueeze(1)], dim=1)
+            done = done[rows] | (token == EOS)
+            if done.all():
+                break
+        lengths = (seqs != PAD).sum(dim=1).clamp(min=1).view(batch, k).to(scores.dtype)
+        best = (scores / lengths.pow(alpha)).argmax(dim=1) + offsets.squeeze(1)
+        return seqs[best], (attention[best] if weights is not None else None)
+
+    def decode(
+        self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The configured search: greedy for ``beam_size == 1``, beam search otherwise."""
+        beam_size = beam_size or self.hparams.beam_size
+        if beam_size == 1:
+            return self.greedy_decode(src, src_mask)
+        return self.beam_search(src, src_mask, beam_size)
+
+    def to_words(self, tokens: torch.Tensor) -> list[list[str]]:
+        """Decoded id rows -> word lists (up to ``<eos>``)."""
+        return [decode(row.tolist(), self.tgt_vocab) for row in tokens]
+
+    @torch.no_grad()
+    def translate(
+        self, sentences: Sequence[str], beam_size: int | None = None
+    ) -> list[Translation]:
+        """Raw sentences -> :class:`Translation` s, normalised like the training data.
+
+        Unknown words become ``<unk>``; an empty (or letter-free) sentence gives an empty output.
+        """
+        pre = self.hparams.preprocessing
+        results: list[Translation | None] = [None] * len(sentences)
+        todo: list[tuple[int, list[str], list[int]]] = []
+        for i, sentence in enumerate(sentences):
+            words = normalize(sentence, pre["keep_period"]).split()[:MAX_SOURCE_WORDS]
+            if not words:
+                results[i] = Translation([], [], [], None, [], [])
+                continue
+            todo.append((i, words, encode(words, self.src_index, pre["append_eos"])))
+        if todo:
+            was_training = self.training
+            self.eval()
+            src, mask = pad([ids for _, _, ids in todo])
+            tokens, attention = self.decode(src.to(self.device), mask.to(self.device), beam_size)
+            self.train(was_training)
+            for row, (i, words, ids) in enumerate(todo):
+                out = decode(tokens[row].tolist(), self.tgt_vocab)
+                stopped = bool((tokens[row] == EOS).any())
+                out_labels = [*out, "<eos>"] if stopped else out
+                src_labels = [*words, "<eos>"] if pre["append_eos"] else words
+                weights = None
+                if attention is not None:
+                    weights = attention[row, : len(out_labels), : len(ids)].float().cpu()
+                unknown = [w for w in words if w not in self.src_index]
+                results[i] = Translation(words, unknown, out, weights, src_labels, out_labels)
+        return results  # type: ignore[return-value]
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        """Teacher-forced loss and token accuracy; on val/test also decode and score BLEU."""
+        src, src_mask, tgt, tgt_mask = (
+            batch["src"],
+            batch["src_mask"],
+            batch["tgt"],
+            batch["tgt_mask"],
+        )
+        training = stage == "train"
+        ratio = self.hparams.teacher_forcing_ratio if training else 1.0
+        logits, _ = self(src, src_mask, tgt, ratio)
+        loss = token_loss(
+            logits,
+            tgt,
+            tgt_mask,
+            masked=self.hparams.mask_loss or not training,
+            label_smoothing=self.hparams.label_smoothing if training else 0.0,
+        )
+        num_tokens = tgt_mask.sum()
+        self.metrics[f"{stage}_loss"].update(loss.detach(), num_tokens)
+        self.metrics[f"{stage}_acc"].update(logits.detach().argmax(dim=-1), tgt)
+        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=False, on_epoch=True,
+                 prog_bar=True, batch_size=src.shape[0])  # fmt: skip
+        self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True,
+                 batch_size=src.shape[0])  # fmt: skip
+        if not training:
+            self._score(batch, stage)
+        return loss
+
+    def _score(self, batch: dict, stage: str) -> None:
+        """Decode with the configured search; BLEU-4 and output / reference lengths in words."""
+        tokens, _ = self.decode(batch["src"], batch["src_mask"])
+        hyps = [" ".join(words) for words in self.to_words(tokens)]
+        refs = batch["tgt_text"]
+        self.metrics[f"{stage}_bleu"].update(hyps, [[ref] for ref in refs])
+        out_len = torch.tensor([len(h.split()) for h in hyps], dtype=torch.float)
+        ref_len = torch.tensor([len(r.split()) for r in refs], dtype=torch.float)
+        at_max = (out_len >= self.hparams.max_decode_length).float()
+        for name, value in (("out_len", out_len), ("ref_len", ref_len), ("at_max_len", at_max)):
+            self.metrics[f"{stage}_{name}"].update(value.to(self.device))
+        size = len(hyps)
+        for name in ("bleu", "out_len", "ref_len", "at_max_len"):
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], on_step=False,
+                     on_epoch=True, prog_bar=name == "bleu", batch_size=size)  # fmt: skip
+        if stage == "test":
+            for src_text, hyp, ref in zip(batch["src_text"], hyps, refs, strict=True):
+                self.test_records.append((len(src_text.split()), hyp, ref))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_records = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
