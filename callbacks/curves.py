@@ -26,6 +26,11 @@ class MetricCurves(FigureCallback):
         self.filename = filename
         self.history: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in metrics}
 
+    @property
+    def state_key(self) -> str:
+        """One state per output file, so several instances can share a Trainer."""
+        return self._generate_state_key(filename=self.filename)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return

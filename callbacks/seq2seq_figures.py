@@ -24,7 +24,6 @@ from pathlib import Path
 import lightning as L
 from torchmetrics.functional.text import bleu_score
 
-from callbacks.curves import MetricCurves
 from callbacks.figures import FigureCallback
 from litlab.plotting import plot_curves, save_figure, write_csv
 from litlab.translate import plot_attention
@@ -63,15 +62,6 @@ def read_bleu_csv(path: str | os.PathLike) -> tuple[list[float], list[float]]:
 def plot_bleu_by_length(series: Mapping[str, tuple[Sequence[float], Sequence[float]]]):
     """One BLEU-vs-source-length line per run."""
     return plot_curves(series, "source length (words)", "test BLEU-4", title="BLEU vs length")
-
-
-class NamedMetricCurves(MetricCurves):
-    """:class:`MetricCurves` whose checkpoint state is keyed by its file name, so that several
-    instances (loss curves, BLEU curves) can live in one Trainer."""
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(filename=self.filename)
 
 
 class Seq2SeqFigures(FigureCallback):

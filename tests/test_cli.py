@@ -36,10 +36,11 @@ def test_model_picks_its_data_set(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_multirun_writes_one_folder_per_job(tmp_path: Path, data_dir: Path) -> None:
-    sweep = tmp_path / "sweep"
-    result = run_cli(["-m", "model.z_dim=2,3", *TINY, *VAE_SMALL, f"hydra.sweep.dir={sweep}"],
+    """The default sweep folder: <log_dir>/<task>/multiruns/<date>_<time>/<num>_<swept values>."""
+    result = run_cli(["-m", "model.z_dim=2,3", *TINY, *VAE_SMALL, f"paths.log_dir={tmp_path}"],
                      data_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "vae_mlp" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0_model.z_dim=2", "1_model.z_dim=3"]
     for job in jobs:
