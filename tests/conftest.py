@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -98,3 +99,18 @@ def subprocess_env(data_dir: Path) -> dict[str, str]:
     for name in ("PYTEST_CURRENT_TEST", "HYDRA_FULL_ERROR"):  # errors as a user sees them
         env.pop(name, None)
     return env
+
+
+def run_python(
+    args: list[str], data_dir: Path, timeout: int = 300, **env: str
+) -> subprocess.CompletedProcess:
+    """``python <args>`` from the repo root as a user runs it (see :func:`subprocess_env`);
+    keyword arguments add environment variables (e.g. ``OMP_NUM_THREADS="1"``)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=subprocess_env(data_dir) | env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

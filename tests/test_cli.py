@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, TINY, subprocess_env
+from tests.conftest import TINY, run_python
 
 VAE_SMALL = ["model.nll_num_samples=10", "model.naive_num_samples=10", "data.eval_batch_size=200"]
 
 
 def run_cli(args: list[str], data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        env=subprocess_env(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(["train.py", *args], data_dir, timeout)
 
 
 def test_model_picks_its_data_set(tmp_path: Path, data_dir: Path) -> None:

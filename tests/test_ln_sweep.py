@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from analysis.ln_sweep import markdown_ratio_table, report
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import run_python
 
 TINY_SWEEP = [
     "model.d_model=16", "model.num_heads=2", "model.d_ff=16",
@@ -30,12 +28,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
     sweep = tmp_path / "sweep"
     cmd = [
-        sys.executable, "train.py", "-m", "experiment=ln_placement",
+        "train.py", "-m", "experiment=ln_placement",
         "model.num_layers=1,2", "model.norm_first=false,true", *TINY_SWEEP,
         f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(data_dir), capture_output=True,
-                          text=True, timeout=1800)  # fmt: skip
+    done = run_python(cmd, data_dir, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jobs = sorted(p.parent for p in sweep.glob("*/config.yaml"))
     assert len(jobs) == 4
@@ -48,9 +45,7 @@ def test_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
     assert settings == {(1, False), (1, True), (2, False), (2, True)}
 
     out = tmp_path / "report"
-    done = subprocess.run([sys.executable, "-m", "analysis.ln_sweep", str(sweep), "--out", str(out)],
-                          cwd=ROOT, env=subprocess_env(data_dir), capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = run_python(["-m", "analysis.ln_sweep", str(sweep), "--out", str(out)], data_dir, 600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| 2 |" in done.stdout  # the ratio table
     for name in ("embedding_grad_vs_depth", "layer_grad_norms", "loss_curves"):

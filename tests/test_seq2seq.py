@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from lightning_modules.seq2seq import Seq2Seq, token_loss
 from litlab.plotting import save_figure, write_csv
 from litlab.translate import main as translate_main
 from litlab.translate import plot_attention, png_paths
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, run_python
 
 KINDS = ["bahdanau", "dot", "none"]
 
@@ -39,10 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def env_one_thread(data_dir: Path) -> dict[str, str]:
-    return subprocess_env(data_dir) | {"OMP_NUM_THREADS": "1"}
 
 
 PAIRS = [  # French -> English, tutorial style
@@ -297,13 +292,12 @@ def trained_run(tmp_path_factory, data_dir: Path) -> Path:
     """``python train.py model=seq2seq_attn`` as a subprocess, tiny limits; its run folder."""
     run = tmp_path_factory.mktemp("seq2seq_run")
     cmd = [
-        sys.executable, "train.py", "model=seq2seq_attn", *TINY_MODEL,
+        "train.py", "model=seq2seq_attn", *TINY_MODEL,
         "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "callbacks.progress_bar.refresh_rate=0",
         f"hydra.run.dir={run}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env_one_thread(data_dir), capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    proc = run_python(cmd, data_dir, timeout=300, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
@@ -335,11 +329,9 @@ def test_translate_command(trained_run: Path, data_dir: Path, tmp_path: Path) ->
     """``python -m litlab.translate <ckpt> ...`` as a real command."""
     ckpt = str(trained_run / "checkpoints" / "last.ckpt")
     png = tmp_path / "attn.png"
-    proc = subprocess.run(
-        [sys.executable, "-m", "litlab.translate", ckpt, "je suis plus grand que mes amis .",
-         "il a peur de zorglub .", "--attention-png", str(png)],
-        cwd=ROOT, env=env_one_thread(data_dir), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    args = ["-m", "litlab.translate", ckpt, "je suis plus grand que mes amis .",
+            "il a peur de zorglub .", "--attention-png", str(png)]  # fmt: skip
+    proc = run_python(args, data_dir, timeout=120, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and lines[0].strip()
@@ -376,13 +368,12 @@ def test_translate_stdin_and_bad_checkpoint(trained_run: Path, monkeypatch, caps
 @pytest.mark.slow  # two tiny training jobs in one multirun
 def test_eos_study_runs_as_one_multirun(tmp_path: Path, data_dir: Path) -> None:
     cmd = [
-        sys.executable, "train.py", "experiment=seq2seq_eos", *TINY_MODEL,
+        "train.py", "experiment=seq2seq_eos", *TINY_MODEL,
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "callbacks.progress_bar.refresh_rate=0",
         f"hydra.sweep.dir={tmp_path}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env_one_thread(data_dir), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    proc = run_python(cmd, data_dir, timeout=600, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(jobs) == 2
