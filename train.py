@@ -22,7 +22,9 @@ from litlab.builders import (
     instantiate_loggers,
     register_resolvers,
 )
+from litlab.errors import USER_ERRORS, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
+from litlab.validate import check_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -33,6 +35,7 @@ warnings.filterwarnings("ignore", message="Experiment logs directory .* exists a
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test the configured model; return every final metric as a float."""
+    check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if not cfg.train and not cfg.get("ckpt_path"):
@@ -92,8 +95,15 @@ def as_floats(metrics: dict) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``cfg.optimized_metric``'s final value for sweepers."""
-    metrics = train(cfg)
+    """Hydra entry point; returns ``cfg.optimized_metric``'s final value for sweepers.
+
+    A user error (bad config value, data or checkpoint) ends the run with its one-line message
+    and exit status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+    """
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as err:
+        raise RunError(describe(err)) from err
     name = cfg.get("optimized_metric")
     if name is None:
         return None

@@ -16,13 +16,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from litlab.errors import DataError, DataNotFoundError
 
-class DataError(RuntimeError):
-    """A data file exists but cannot be used (bad checksum, truncated, wrong format)."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """Data files are neither on disk nor downloadable."""
+__all__ = ["DataError", "DataNotFoundError", "download_file", "fetch_missing", "sha256sum"]
 
 
 def sha256sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

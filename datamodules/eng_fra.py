@@ -38,7 +38,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.download import DataError, DataNotFoundError, download_file
+from datamodules.download import download_file
+from litlab.errors import ConfigError, DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +328,7 @@ class EngFraDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be "
                 "positive and sum to less than 1"
             )

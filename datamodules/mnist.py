@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
-from datamodules.download import DataError, fetch_missing
+from datamodules.download import fetch_missing
+from litlab.errors import ConfigError, DataError
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -101,7 +102,7 @@ class MNISTDataModule(InMemoryDataModule):
             binarize = Binarize(binarize).value
         except ValueError:
             options = ", ".join(b.value for b in Binarize)
-            raise ValueError(f"data.binarize={binarize!r} is not one of: {options}") from None
+            raise ConfigError(f"data.binarize={binarize!r} is not one of: {options}") from None
         self.save_hyperparameters()
         self.raw_dir = Path(data_dir) / "MNIST" / "raw"
         self.splits: dict[str, IndexedTensors] = {}
@@ -133,7 +134,7 @@ class MNISTDataModule(InMemoryDataModule):
         hp = self.hparams
         images, labels = self.load_split(train=True)
         if not 0 < hp.val_size < len(images):
-            raise ValueError(f"data.val_size={hp.val_size} must be in (0, {len(images)})")
+            raise ConfigError(f"data.val_size={hp.val_size} must be in (0, {len(images)})")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(hp.split_seed))
         val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
         self.split_indices = {"train": train_idx, "val": val_idx}  # into the 60k training file

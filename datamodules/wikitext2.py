@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
-from datamodules.download import DataError, fetch_missing
+from datamodules.download import fetch_missing
+from litlab.errors import ConfigError, DataError
 
 WIKITEXT2_MIRRORS = (
     "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/",
@@ -118,7 +119,7 @@ def windows(stream: torch.Tensor, bptt: int) -> torch.Tensor:
     """``(n, bptt + 1)`` windows of the stream overlapping by one token, n = (N - 1) // bptt."""
     n = (len(stream) - 1) // bptt
     if n < 1:
-        raise ValueError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
+        raise ConfigError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
     return stream[: n * bptt + 1].unfold(0, bptt + 1, bptt).contiguous()
 
 
@@ -148,7 +149,7 @@ class WikiText2DataModule(InMemoryDataModule):
     ) -> None:
         super().__init__()
         if bptt < 1:
-            raise ValueError(f"data.bptt={bptt} must be >= 1")
+            raise ConfigError(f"data.bptt={bptt} must be >= 1")
         self.save_hyperparameters()
         self.folder = Path(data_dir) / "wikitext-2"
         self.vocab: list[str] = []

@@ -31,6 +31,7 @@ from torchmetrics.text import BLEUScore
 
 from datamodules.eng_fra import EOS, PAD, SOS, decode, encode, normalize, pad
 from lightning_modules.base import LitModule, build
+from litlab.errors import ConfigError
 
 STAGES = ("train", "val", "test")
 DEFAULT_PREPROCESSING = {"append_eos": True, "keep_period": True, "max_length": 10}
@@ -116,14 +117,14 @@ class Seq2Seq(LitModule):
     ) -> None:
         super().__init__(optimizer, scheduler)
         if not src_vocab or not tgt_vocab:
-            raise ValueError(
+            raise ConfigError(
                 "Seq2Seq needs src_vocab and tgt_vocab: use it with data=eng_fra (train.py passes "
                 "the datamodule's vocabularies), or load a checkpoint"
             )
         if not 0.0 <= teacher_forcing_ratio <= 1.0:
-            raise ValueError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
+            raise ConfigError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
         if beam_size < 1:
-            raise ValueError(f"model.beam_size={beam_size} must be >= 1")
+            raise ConfigError(f"model.beam_size={beam_size} must be >= 1")
         self.save_plain_hyperparameters(
             encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
             src_vocab=list(src_vocab), tgt_vocab=list(tgt_vocab),

@@ -25,6 +25,7 @@ from torchmetrics.text import Perplexity
 
 from lightning_modules.base import LitModule
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
+from litlab.errors import ConfigError
 
 STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -47,9 +48,9 @@ class WarmupSchedule(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         if decay not in ("constant", "inverse_sqrt", "cosine"):
-            raise ValueError(f"decay={decay!r} is not one of: constant, inverse_sqrt, cosine")
+            raise ConfigError(f"decay={decay!r} is not one of: constant, inverse_sqrt, cosine")
         if decay == "cosine" and not total_steps:
-            raise ValueError("decay=cosine needs total_steps")
+            raise ConfigError("decay=cosine needs total_steps")
         self.warmup_steps = warmup_steps
         self.decay = decay
         self.total_steps = total_steps

@@ -1,0 +1,54 @@
+"""The errors a user can cause and fix: each prints as one short message, never a traceback.
+
+Raise :class:`LitlabError` subclasses with a message that names the culprit (file, config key,
+value) and says what to do. ``train.py`` reports them, and the configuration and data errors of
+Hydra, OmegaConf and Lightning, as :class:`RunError`, which Hydra prints as its message alone
+(``HYDRA_FULL_ERROR=1`` shows the whole traceback). Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from hydra.errors import CompactHydraException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf.errors import OmegaConfBaseException
+
+
+class LitlabError(Exception):
+    """Base class of the errors a user can fix: bad config values, data or checkpoints."""
+
+
+class ConfigError(LitlabError, ValueError):
+    """A config value of the wrong type or outside its range, or a required key missing."""
+
+
+class DataError(LitlabError, RuntimeError):
+    """A data file exists but cannot be used (bad checksum, truncated, wrong format)."""
+
+
+class DataNotFoundError(LitlabError, FileNotFoundError):
+    """Data files are neither on disk nor downloadable."""
+
+
+class CheckpointError(LitlabError):
+    """A checkpoint that is missing, unreadable, unsafe or from another model or data set."""
+
+
+class NonFiniteLossError(LitlabError, ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
+class RunError(CompactHydraException):
+    """What ``train.py`` raises for a user error: Hydra prints ``str(error)`` without traceback."""
+
+
+# Errors whose own message tells the user what to fix.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    LitlabError,
+    MisconfigurationException,
+    OmegaConfBaseException,
+)
+
+
+def describe(error: BaseException) -> str:
+    """``ErrorType: message``, the one line a user sees."""
+    return f"{type(error).__name__}: {error}"
