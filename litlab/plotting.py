@@ -18,47 +18,36 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
+from litlab.files import atomic_write  # noqa: E402
+
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
-
-
-def atomic_path(path: Path) -> Path:
-    """The temporary sibling a file is written to before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Write a matplotlib figure to ``path`` (PNG) atomically and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> torch.Tensor:
     """Tile ``(N, C, H, W)`` images in [0, 1] into one grid, save it as PNG, return the grid."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=0.5)
-    tmp = atomic_path(path)
-    save_image(grid, tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_image(grid, tmp, format="png")
     return grid
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
     """Write rows under a header to a CSV file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    with open(tmp, "w", newline="") as handle:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def plot_curves(
