@@ -23,6 +23,7 @@ from litlab.builders import (
     register_resolvers,
 )
 from litlab.loggers import log_hparams_with_metrics
+from litlab.scale import refuse_multirun_ddp
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    refuse_multirun_ddp(trainer)  # before Lightning starts any DDP process
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -367,3 +367,10 @@ class Seq2Seq(LitModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Under DDP, gather every rank's test records, so BLEU by length covers the whole set."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            parts: list[list] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(parts, self.test_records)
+            self.test_records = [record for part in parts for record in part]

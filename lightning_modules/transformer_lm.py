@@ -146,7 +146,8 @@ class TransformerLM(LitModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
-        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        # mean over DDP ranks: an all-reduce, no host sync
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
