@@ -27,6 +27,7 @@ from lightning_modules.base import compile_options, with_fused
 from lightning_modules.vae import VAE
 from litlab.scale import lightning_starts_processes
 from tests.conftest import CONF_DIR, run_python
+from train import data_facts
 
 EVAL_SMALL = ["model.nll_num_samples=10", "model.naive_num_samples=10", "data.eval_batch_size=100"]
 
@@ -128,12 +129,7 @@ TINY_LM = ["model=transformer_lm", "model.d_model=16", "model.num_heads=2", "mod
 def test_training_step_never_syncs_with_the_host(make_cfg, monkeypatch, overrides) -> None:
     cfg = make_cfg(*overrides, "logger=none", "test=false")
     datamodule = instantiate(cfg.data)
-    kwargs = datamodule.model_kwargs() if hasattr(datamodule, "model_kwargs") else {}
-    if kwargs:
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        kwargs = datamodule.model_kwargs()
-    model = instantiate(cfg.model, _recursive_=False, **kwargs)
+    model = instantiate(cfg.model, _recursive_=False, **data_facts(datamodule))
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False,
                           enable_progress_bar=False, limit_val_batches=0)  # fmt: skip
     step = model.training_step
