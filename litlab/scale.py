@@ -16,18 +16,23 @@ from __future__ import annotations
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 
 class MultirunDDPError(RuntimeError):
-    """A Hydra multirun asked Lightning to start DDP processes itself."""
+    """A Hydra multirun asked Lightning to start DDP processes by re-running the script."""
 
 
 def lightning_starts_processes(trainer: L.Trainer) -> bool:
-    """True when ``trainer.fit`` will start the other ranks itself (DDP, not under SLURM/torchrun)."""
-    environment = getattr(trainer.strategy, "cluster_environment", None)
-    if trainer.world_size <= 1 or environment is None:
+    """True when ``trainer.fit`` will start the other ranks by re-running the command line.
+
+    That is DDP's default launcher when no SLURM / torchrun environment started the ranks
+    (``ddp_spawn`` forks inside the process instead and replays nothing).
+    """
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if trainer.world_size <= 1 or not isinstance(launcher, _SubprocessScriptLauncher):
         return False
-    return not environment.creates_processes_externally
+    return not launcher.cluster_environment.creates_processes_externally
 
 
 def refuse_multirun_ddp(trainer: L.Trainer) -> None:

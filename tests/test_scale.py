@@ -18,8 +18,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.fabric.utilities.data import _replace_dunder_methods
+from lightning.fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero_only
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.data import _update_dataloader
+from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from datamodules.eng_fra import BucketBatchSampler, Collate, Example, PairDataset
@@ -266,13 +268,21 @@ SLURM_TASK_5_OF_8 = {
 }  # fmt: skip
 
 
+@pytest.fixture
+def keep_rank_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DDP Trainer built under SLURM / torchrun variables sets the process-wide rank that
+    ``rank_zero_only`` reads; put it back afterwards, or later tests would stop writing files."""
+    for rank_zero_only in (fabric_rank_zero_only, utils_rank_zero_only):
+        monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+
+
 def cpu_trainer(cfg) -> L.Trainer:
     """The configured Trainer, on CPU processes instead of GPUs (no GPU needed to build it)."""
     return instantiate(cfg.trainer, accelerator="cpu", logger=False)
 
 
 def test_slurm_launcher_config_drives_sbatch_and_lightning(
-    make_cfg, tmp_path: Path, monkeypatch
+    make_cfg, tmp_path: Path, monkeypatch, keep_rank_zero
 ) -> None:
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4",
                  "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
@@ -315,7 +325,7 @@ def test_slurm_launcher_config_drives_sbatch_and_lightning(
     assert not lightning_starts_processes(trainer)  # so -m + DDP is fine under SLURM
 
 
-def test_torchrun_is_detected_and_starts_no_process(make_cfg, monkeypatch) -> None:
+def test_torchrun_is_detected_and_starts_no_process(make_cfg, monkeypatch, keep_rank_zero) -> None:
     cfg = make_cfg("trainer=ddp", "trainer.devices=2", tiny=False)
     assert lightning_starts_processes(cpu_trainer(cfg))  # plain `python train.py`: Lightning does
     torchrun_rank_1 = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "GROUP_RANK": "0",
