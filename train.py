@@ -24,6 +24,7 @@ from litlab.builders import (
 )
 from litlab.errors import USER_ERRORS, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
+from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    refuse_multirun_ddp(trainer)  # before Lightning starts any DDP process
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ import lightning as L
 
 
 class EpochTimer(L.Callback):
-    """Logs ``time/epoch_s`` (training epoch, validation excluded) and ``time/fit_s``."""
+    """Logs ``time/epoch_s`` (training epoch, validation excluded; mean over DDP ranks) and
+    ``time/fit_s``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,7 +34,7 @@ class EpochTimer(L.Callback):
         seconds = time.perf_counter() - self._epoch_start
         self._epoch_start = 0.0
         self.epoch_seconds.append(seconds)
-        pl_module.log("time/epoch_s", seconds, on_step=False, on_epoch=True)
+        pl_module.log("time/epoch_s", seconds, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._fit_start

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from datamodules.download import download_file
 from litlab.errors import ConfigError, DataError, DataNotFoundError
@@ -184,13 +184,21 @@ class PairDataset(Dataset):
         return self.examples[index]
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar source length.
+class BucketBatchSampler(BatchSampler):
+    """Batches of similar source length, sharded across data-parallel ranks.
 
     ``shuffle=True``: a fresh permutation every epoch (seeded by ``seed`` and the epoch count), cut
     into pools of ``pool_batches * batch_size`` indices, each pool sorted by length and cut into
     batches, then the batch order shuffled. ``pool_batches=1`` gives plain random batches.
     ``shuffle=False``: indices sorted by length (stable), in order (evaluation).
+
+    Data-parallel (DDP): Lightning cannot shard a custom batch sampler's output, so it re-creates
+    this one with a ``DistributedSampler`` as ``sampler``; only that sampler's ``rank`` and
+    ``num_replicas`` are read. Every rank draws the same permutation (same seed, same epoch), pads
+    it to a multiple of the world size by repeating its first indices (as ``DistributedSampler``
+    does) and keeps every ``num_replicas``-th index from ``rank``: the shards are disjoint, cover the
+    whole split, change every epoch and have equal sizes, so every rank runs the same number of
+    batches (DDP needs that). Without a sampler (one process) nothing is sharded.
     """
 
     def __init__(
@@ -200,16 +208,31 @@ class BucketBatchSampler(Sampler[list[int]]):
         shuffle: bool,
         pool_batches: int = 50,
         seed: int | None = 0,
+        sampler: Sampler[int] | None = None,
     ) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)  # type: ignore[arg-type]
         self.lengths = list(lengths)
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.pool_batches = max(1, pool_batches)
         self.seed = seed
         self.epoch = 0
+        self.rank = int(getattr(sampler, "rank", 0))
+        self.num_replicas = int(getattr(sampler, "num_replicas", 1))
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        # pools hold whole batches, so a shard of m indices always gives ceil(m / batch_size)
+        return (self._shard_size() + self.batch_size - 1) // self.batch_size
+
+    def _shard_size(self) -> int:
+        return (len(self.lengths) + self.num_replicas - 1) // self.num_replicas
+
+    def _shard(self, order: list[int]) -> list[int]:
+        """This rank's share of ``order``: padded to a multiple of the world size, strided."""
+        if self.num_replicas == 1:
+            return order
+        total = self._shard_size() * self.num_replicas
+        padded = order + order[: total - len(order)]
+        return padded[self.rank :: self.num_replicas]
 
     def _by_length(self, indices: list[int]) -> list[int]:
         return sorted(indices, key=lambda i: self.lengths[i])
@@ -217,19 +240,21 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         n, size = len(self.lengths), self.batch_size
         if not self.shuffle:
-            order = self._by_length(list(range(n)))
-            yield from (order[i : i + size] for i in range(0, n, size))
+            order = self._by_length(self._shard(list(range(n))))
+            yield from (order[i : i + size] for i in range(0, len(order), size))
             return
         generator = torch.Generator()
-        if self.seed is None:
-            generator.seed()
-        else:
+        if self.seed is not None:
             generator.manual_seed(self.seed + self.epoch)
+        elif self.num_replicas > 1:  # ranks must agree on the permutation: seed by epoch only
+            generator.manual_seed(self.epoch)
+        else:
+            generator.seed()
         self.epoch += 1
-        order = torch.randperm(n, generator=generator).tolist()
+        order = self._shard(torch.randperm(n, generator=generator).tolist())
         pool = size * self.pool_batches
         batches = []
-        for start in range(0, n, pool):
+        for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
             chunk = self._by_length(chunk) if self.pool_batches > 1 else chunk
             batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))

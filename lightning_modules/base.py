@@ -4,17 +4,30 @@ Sub-modules, optimiser and scheduler arrive as plain ``_target_`` dictionaries (
 are stored as hyperparameters, so a checkpoint rebuilds its model with no extra arguments:
 ``VAE.load_from_checkpoint(path)``. The stored hyperparameters are plain Python containers, which
 ``torch.load(weights_only=True)`` accepts.
+
+The GPU fast path lives here too, once for every model:
+
+* ``compile``: ``torch.compile`` each net in place (``nn.Module.compile``) when a Trainer sets the
+  model up, so state-dict keys never gain an ``_orig_mod.`` prefix and a compiled run's checkpoint
+  loads into an uncompiled model;
+* fused optimiser: on CUDA, an optimiser that has a fused kernel (Adam, AdamW, SGD, ...) gets
+  ``fused=True`` unless its config says otherwise (:func:`with_fused`);
+* :func:`running_mean`: epoch means without torchmetrics' per-update NaN check, which is a
+  host-device sync (``if nans.any()``) in every training step.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+import torch
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+from torchmetrics import MeanMetric
 
 
 def plain(value: Any) -> Any:
@@ -29,18 +42,65 @@ def build(config: Mapping[str, Any], **kwargs: Any) -> Any:
     return instantiate(OmegaConf.create(plain(config)), **kwargs)
 
 
+def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``model.compile`` -> keyword arguments of ``torch.compile``, or None when off.
+
+    ``false``/``null``: off; ``true``: the defaults (inductor); a mapping: those arguments, e.g.
+    ``{backend: aot_eager}`` or ``{mode: max-autotune}`` (``enabled: false`` in it turns it off).
+    """
+    if not compile:
+        return None
+    if compile is True:
+        return {}
+    options = dict(plain(compile))
+    return options if options.pop("enabled", True) else None
+
+
+def with_fused(config: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """The optimiser config, with ``fused=True`` added on CUDA when the optimiser supports it.
+
+    Fused kernels update every parameter in one launch (no per-tensor loop, no host sync). A
+    config that sets ``fused`` or ``foreach`` itself is left as it is; off CUDA nothing is added
+    (set ``model.optimizer.fused=true`` to ask for a CPU fused kernel explicitly).
+    """
+    config = dict(config)
+    if device.type != "cuda" or "fused" in config or config.get("foreach"):
+        return config
+    signature = inspect.signature(get_class(config["_target_"]).__init__)
+    if "fused" in signature.parameters:
+        config["fused"] = True
+    return config
+
+
+def running_mean() -> MeanMetric:
+    """An epoch mean (synced across ranks) that never forces a host-device sync on update.
+
+    torchmetrics' default ``nan_strategy="warn"`` tests ``if nans.any()`` on every update, which
+    waits for the GPU; it would also silently drop a NaN loss. Here a NaN stays visible.
+    """
+    return MeanMetric(nan_strategy="disable")
+
+
 class LitModule(L.LightningModule):
     """Base class: ``optimizer`` and ``scheduler`` are ``_target_`` configs, built on demand.
 
-    ``optimizer`` is called with the parameters (``_partial_`` is implied);
-    ``scheduler`` (optional) is called with the optimiser, and may carry Lightning's
-    ``interval`` / ``frequency`` keys beside its ``_target_``.
+    ``optimizer`` is called with the parameters (``_partial_`` is implied; fused on CUDA, see
+    :func:`with_fused`); ``scheduler`` (optional) is called with the optimiser, and may carry
+    Lightning's ``interval`` / ``frequency`` keys beside its ``_target_``. ``compile`` (see
+    :func:`compile_options`) compiles the nets in place in :meth:`configure_model`.
     """
 
-    def __init__(self, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None,
+        compile: bool | Mapping[str, Any] | None = False,
+    ) -> None:
         super().__init__()
         self.optimizer_config = plain(optimizer)
         self.scheduler_config = plain(scheduler)
+        self.compile_config = plain(compile)
+        self._compiled = False
 
     def save_plain_hyperparameters(self, **hparams: Any) -> None:
         """Store constructor arguments as plain containers (checkpoint-safe, YAML-friendly)."""
@@ -51,8 +111,26 @@ class LitModule(L.LightningModule):
         """Instantiate a plain ``nn.Module`` network from its config."""
         return build(config)
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The nets to compile: every direct child that owns parameters (metrics own none)."""
+        return [child for child in self.children() if next(child.parameters(), None) is not None]
+
+    def configure_model(self) -> None:
+        """Compile the nets in place once, when a Trainer sets the model up (fit, test, ...).
+
+        ``nn.Module.compile`` keeps the module object and its parameters, so the state-dict keys
+        are those of the uncompiled model; only ``forward`` calls go through the compiled graph.
+        """
+        options = compile_options(self.compile_config)
+        if options is None or self._compiled:
+            return
+        for net in self.compile_targets():
+            net.compile(**options)
+        self._compiled = True
+
     def configure_optimizers(self) -> Any:
-        optimizer = build(self.optimizer_config, _partial_=True)(self.parameters())
+        config = with_fused(self.optimizer_config, self.device)
+        optimizer = build(config, _partial_=True)(self.parameters())
         if not self.scheduler_config:
             return optimizer
         config = dict(self.scheduler_config)

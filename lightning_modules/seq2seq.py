@@ -25,12 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import BLEUScore
 
 from datamodules.eng_fra import EOS, PAD, SOS, decode, encode, normalize, pad
-from lightning_modules.base import LitModule, build
+from lightning_modules.base import LitModule, build, running_mean
 from litlab.errors import ConfigError
 
 STAGES = ("train", "val", "test")
@@ -94,6 +93,7 @@ class Seq2Seq(LitModule):
         beam_size: 1 decodes greedily, more runs beam search.
         length_penalty: beam hypotheses are ranked by log p / length**length_penalty.
         max_decode_length: decoding stops after this many tokens (the tutorial's MAX_LENGTH).
+        compile: ``torch.compile`` the encoder and decoder in place (see :class:`LitModule`).
     """
 
     def __init__(
@@ -114,8 +114,9 @@ class Seq2Seq(LitModule):
         beam_size: int = 1,
         length_penalty: float = 1.0,
         max_decode_length: int = 10,
+        compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, compile)
         if not src_vocab or not tgt_vocab:
             raise ConfigError(
                 "Seq2Seq needs src_vocab and tgt_vocab: use it with data=eng_fra (train.py passes "
@@ -132,7 +133,7 @@ class Seq2Seq(LitModule):
             hidden_dim=hidden_dim, num_layers=num_layers, attention=attention,
             teacher_forcing_ratio=teacher_forcing_ratio, mask_loss=mask_loss,
             label_smoothing=label_smoothing, beam_size=beam_size, length_penalty=length_penalty,
-            max_decode_length=max_decode_length,
+            max_decode_length=max_decode_length, compile=compile,
         )  # fmt: skip
         self.src_vocab = list(src_vocab)
         self.tgt_vocab = list(tgt_vocab)
@@ -143,14 +144,14 @@ class Seq2Seq(LitModule):
         vocab_size = len(self.tgt_vocab)
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
-            self.metrics[f"{stage}_loss"] = MeanMetric()
+            self.metrics[f"{stage}_loss"] = running_mean()
             self.metrics[f"{stage}_acc"] = MulticlassAccuracy(
                 vocab_size, average="micro", ignore_index=PAD
             )
         for stage in ("val", "test"):
             self.metrics[f"{stage}_bleu"] = BLEUScore(n_gram=4)
             for name in ("out_len", "ref_len", "at_max_len"):
-                self.metrics[f"{stage}_{name}"] = MeanMetric()
+                self.metrics[f"{stage}_{name}"] = running_mean()
         self.test_records: list[tuple[int, str, str]] = []  # (source words, hypothesis, reference)
 
     # -- training-time forward -----------------------------------------------------------------
@@ -367,3 +368,10 @@ class Seq2Seq(LitModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Under DDP, gather every rank's test records, so BLEU by length covers the whole set."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            parts: list[list] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(parts, self.test_records)
+            self.test_records = [record for part in parts for record in part]

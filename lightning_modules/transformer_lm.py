@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from lightning_modules.base import LitModule
+from lightning_modules.base import LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
 from litlab.errors import ConfigError
 
@@ -81,6 +80,7 @@ class TransformerLM(LitModule):
         d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
         max_len: the architecture (:class:`TransformerConfig`). They live at ``model.*`` so that
         sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
+        compile: ``torch.compile`` the network in place (see :class:`LitModule`).
     """
 
     def __init__(
@@ -97,17 +97,20 @@ class TransformerLM(LitModule):
         tie_weights: bool = False,
         activation: str = "relu",
         max_len: int = 1024,
+        compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, compile)
         arch = dict(
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
             num_layers=num_layers, dropout=dropout, norm_first=norm_first,
             tie_weights=tie_weights, activation=activation, max_len=max_len,
         )  # fmt: skip
-        self.save_plain_hyperparameters(optimizer=optimizer, scheduler=scheduler, **arch)
+        self.save_plain_hyperparameters(
+            optimizer=optimizer, scheduler=scheduler, compile=compile, **arch
+        )
         self.net = Transformer(TransformerConfig(**arch))
         # ModuleDict keys must not shadow Module attributes ("train"): suffix them
-        self.means = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        self.means = nn.ModuleDict({f"{stage}_loss": running_mean() for stage in STAGES})
         self.perplexity = nn.ModuleDict({f"{stage}_ppl": Perplexity() for stage in ("val", "test")})
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -144,7 +147,8 @@ class TransformerLM(LitModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
-        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        # mean over DDP ranks: an all-reduce, no host sync
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

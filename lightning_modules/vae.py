@@ -18,9 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 
-from lightning_modules.base import LitModule
+from lightning_modules.base import LitModule, running_mean
 
 LOG_2PI = math.log(2 * math.pi)
 STAGES = ("train", "val", "test")
@@ -65,6 +64,7 @@ class VAE(LitModule):
         nll_num_samples: K for the importance-sampled log-likelihood at test time (0: skip).
         naive_num_samples: K for the naive prior-sampling estimator at test time (0: skip).
         nll_chunk_size: latent samples per image evaluated at once (bounds memory).
+        compile: ``torch.compile`` the nets in place (see :class:`LitModule`).
     """
 
     def __init__(
@@ -79,20 +79,21 @@ class VAE(LitModule):
         nll_num_samples: int = 1000,
         naive_num_samples: int = 1000,
         nll_chunk_size: int = 100,
+        compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, compile)
         self.save_plain_hyperparameters(
             encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
             z_dim=z_dim, beta=beta, kl_warmup_steps=kl_warmup_steps,
             nll_num_samples=nll_num_samples, naive_num_samples=naive_num_samples,
-            nll_chunk_size=nll_chunk_size,
+            nll_chunk_size=nll_chunk_size, compile=compile,
         )  # fmt: skip
         self.encoder = self.build_net(encoder)
         self.decoder = self.build_net(decoder)
         names = ["loss", "recon", "kl"]
         self.means = nn.ModuleDict(
-            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in names}
-            | {"test_nll_is": MeanMetric(), "test_nll_naive": MeanMetric()}
+            {f"{stage}_{name}": running_mean() for stage in STAGES for name in names}
+            | {"test_nll_is": running_mean(), "test_nll_naive": running_mean()}
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
