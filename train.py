@@ -22,7 +22,8 @@ from litlab.builders import (
     instantiate_loggers,
     register_resolvers,
 )
-from litlab.errors import USER_ERRORS, RunError, describe
+from litlab.checkpoints import check_checkpoint, resolve_ckpt_path
+from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
 from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
@@ -39,11 +40,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    if not cfg.train and not cfg.get("ckpt_path"):
-        raise ValueError("train=false evaluates a checkpoint: pass ckpt_path=<file.ckpt>")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
+    if not cfg.train and not ckpt_path:
+        raise ConfigError("train=false evaluates a checkpoint: pass ckpt_path=<file.ckpt>")
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, **data_facts(datamodule))
+    facts = data_facts(datamodule)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, **facts)
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model, facts)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -55,11 +60,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics |= as_floats(trainer.callback_metrics)
     if cfg.test:
-        ckpt_path = best_checkpoint(trainer) if cfg.train else cfg.ckpt_path
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        test_ckpt = best_checkpoint(trainer) if cfg.train else ckpt_path
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
         metrics |= as_floats(trainer.callback_metrics)
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

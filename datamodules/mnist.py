@@ -81,7 +81,11 @@ def read_idx(path: Path, magic: int, trailing_shape: tuple[int, ...]) -> torch.T
 
 
 class MNISTDataModule(InMemoryDataModule):
-    """MNIST: 55k/5k train/val split of the 60k training images (seeded), 10k test images."""
+    """MNIST: 55k/5k train/val split of the 60k training images (seeded), 10k test images.
+
+    The training order each epoch is drawn from ``shuffle_seed + epoch`` (None: a seed drawn once
+    and kept in checkpoints); see :class:`~datamodules.base.EpochShuffle`.
+    """
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class MNISTDataModule(InMemoryDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         eval_binarize_seed: int = 0,
+        shuffle_seed: int | None = 0,
         download: bool = True,
         mirrors: list[str] | tuple[str, ...] = MNIST_MIRRORS,
         data_on_device: bool = True,

@@ -131,6 +131,7 @@ class WikiText2DataModule(InMemoryDataModule):
         batch_size, eval_batch_size: windows per training / evaluation batch.
         bptt: tokens per window (the model's context length; 35 as pytorch/examples).
         shuffle: shuffle the training windows every epoch.
+        shuffle_seed: their order is drawn from ``shuffle_seed + epoch`` (None: drawn once).
         download: fetch missing files (checksums verified) when online.
         data_on_device: hold the window tensors on the accelerator (no-op on CPU).
     """
@@ -142,6 +143,7 @@ class WikiText2DataModule(InMemoryDataModule):
         eval_batch_size: int = 10,
         bptt: int = 35,
         shuffle: bool = True,
+        shuffle_seed: int | None = 0,
         download: bool = True,
         mirrors: list[str] | tuple[str, ...] = WIKITEXT2_MIRRORS,
         data_on_device: bool = True,

@@ -18,8 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from litlab.errors import ConfigError
 
-class MultirunDDPError(RuntimeError):
+
+class MultirunDDPError(ConfigError):
     """A Hydra multirun asked Lightning to start DDP processes by re-running the script."""
 
 

@@ -1,0 +1,26 @@
+"""Test-only callbacks, added on the command line with ``+callbacks.<name>._target_=...``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class PauseAtStep(Callback):
+    """At optimiser step ``step``, write ``marker`` and sleep, so a test can kill the process
+    at a known point (after some checkpoints, with unsaved work since the last one)."""
+
+    def __init__(self, step: int, marker: str, seconds: float = 600.0) -> None:
+        self.step, self.marker, self.seconds = step, Path(marker), seconds
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        if trainer.global_step == self.step:
+            self.marker.write_text(str(self.step))
+            time.sleep(self.seconds)
