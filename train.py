@@ -29,6 +29,7 @@ from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
 
 log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # absolute: also found when imported
 register_resolvers()
 # CSVLogger writes <run>/metrics.csv beside the run's other files; its "directory not empty"
 # warning is about those files, which it never touches (it only replaces its own metrics.csv).
@@ -100,7 +101,7 @@ def as_floats(metrics: dict) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric``'s final value for sweepers.
 

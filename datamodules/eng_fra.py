@@ -435,6 +435,12 @@ class EngFraDataModule(L.LightningDataModule):
             "eng-fra: %d lines, %d malformed (skipped), %d pairs kept (keep_period=%s)",
             self.stats.lines, self.stats.malformed, self.stats.kept, hp.keep_period,
         )  # fmt: skip
+        if not self.pairs:
+            raise DataError(
+                f"{path}: no usable sentence pair in {self.stats.lines} lines "
+                f"({self.stats.malformed} malformed: not 'English<TAB>French'; the rest filtered "
+                f"out by max_length={hp.max_length} and the English prefixes)"
+            )
         self.split_indices = split_indices(len(self.pairs), hp.val_fraction, hp.test_fraction,
                                            hp.split_seed)  # fmt: skip
         train = [self.pairs[i] for i in self.split_indices["train"]]

@@ -65,12 +65,21 @@ def read_text(path: Path, sha256: str | None) -> str:
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: cannot read ({err}); delete it and download again") from err
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; delete it and download again")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start : err.start + 4]!r}); "
+            "delete it and download again"
+        ) from None
     if sha256 is not None and (got := hashlib.sha256(raw).hexdigest()) != sha256:
         raise DataError(
             f"{path}: sha256 of its content is {got}, expected {sha256}; "
             "the file is corrupt or not WikiText-2 v1 (delete it and download again)"
         )
-    return raw.decode("utf-8")
+    return text
 
 
 def tokenize(text: str) -> list[str]:

@@ -66,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({first_line})"
+        ) from None
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' in it)")
     return dict(checkpoint)

@@ -114,3 +114,28 @@ def run_python(
         text=True,
         timeout=timeout,
     )
+
+
+SEQ2SEQ_TINY = [
+    "model.hidden_dim=32",
+    "model.encoder.embed_dim=32",
+    "model.decoder.embed_dim=32",
+    "model.beam_size=2",
+    "data.eval_batch_size=64",
+    'callbacks.seq2seq_figures.sentences=["je suis plus grand que mes amis .","il a peur de mourir ."]',
+]
+
+
+@pytest.fixture(scope="session")
+def seq2seq_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """``python train.py model=seq2seq_attn`` as a subprocess, tiny limits; its run folder."""
+    run = tmp_path_factory.mktemp("seq2seq_run")
+    cmd = [
+        "train.py", "model=seq2seq_attn", *SEQ2SEQ_TINY,
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "callbacks.progress_bar.refresh_rate=0",
+        f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    proc = run_python(cmd, data_dir, timeout=300, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run

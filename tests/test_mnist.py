@@ -59,7 +59,7 @@ def test_splits_are_disjoint_and_seeded(dm: MNISTDataModule, data_dir: Path) -> 
 
 
 def test_dataloader_yields_index_slices(dm: MNISTDataModule) -> None:
-    loader = dm._loader("train", batch_size=128, shuffle=True)
+    loader = dm.train_dataloader()
     images, labels = next(iter(loader))
     assert images.shape == (128, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (128,)

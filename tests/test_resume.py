@@ -138,3 +138,17 @@ def test_training_order_depends_on_seed_and_epoch_only() -> None:
     in_order = InOrder(data)
     in_order.start = 95
     assert list(in_order) == [95, 96, 97, 98, 99]
+
+
+def test_same_seed_deterministic_mode_gives_identical_metrics(
+    make_cfg, run_train, tmp_path: Path
+) -> None:
+    """``seed=S trainer.deterministic=true`` twice: every metric equal, to the last bit."""
+    overrides = ["seed=3", "trainer.deterministic=true", "model.nll_num_samples=5",
+                 "model.naive_num_samples=5", "data.eval_batch_size=500"]  # fmt: skip
+    first = run_train(make_cfg(*overrides, output_dir=tmp_path / "first"))
+    second = run_train(make_cfg(*overrides, output_dir=tmp_path / "second"))
+    assert first.keys() == second.keys() and "test/nll_is" in first
+    assert first == second
+    different_seed = run_train(make_cfg(*overrides[1:], "seed=4", output_dir=tmp_path / "third"))
+    assert different_seed["val/loss"] != first["val/loss"]

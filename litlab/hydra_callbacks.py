@@ -1,0 +1,83 @@
+"""Hydra callbacks (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
+
+:class:`JobSummary`: a multirun lists, when its last job ends, every job's number, status, swept
+values and run folder, and keeps the same table in ``<sweep dir>/summary.csv``. Hydra's basic
+launcher runs every job even when one fails (the failure is reported once all have run, and the
+exit status is then non-zero); the summary says which ones to look at.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from litlab.errors import RunError, describe
+from litlab.plotting import write_csv
+
+log = logging.getLogger(__name__)
+HEADER = ("job", "status", "overrides", "run_dir", "error")
+
+
+def count_jobs(config: DictConfig) -> int | None:
+    """How many jobs the basic sweeper makes of the command line (None for other sweepers)."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+
+
+def one_line(error: BaseException) -> str:
+    """The message a user saw for a failed job (a :class:`RunError` already says its type)."""
+    return str(error) if isinstance(error, RunError) else describe(error)
+
+
+class JobSummary(Callback):
+    """Record each multirun job's outcome; print and save the table after the last one."""
+
+    def __init__(self, filename: str = "summary.csv") -> None:
+        self.filename = filename
+        self.rows: list[tuple[Any, ...]] = []
+        self.total: int | None = None
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.rows, self.total = [], count_jobs(config)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or self.sweep_dir is None:
+            return
+        failed = job_return.status != JobStatus.COMPLETED
+        error = one_line(job_return._return_value) if failed else ""
+        status = "FAILED" if failed else "COMPLETED"
+        overrides = " ".join(job_return.overrides or [])
+        self.rows.append(
+            (config.hydra.job.num, status, overrides, config.hydra.runtime.output_dir, error)
+        )
+        write_csv(self.sweep_dir / self.filename, HEADER, self.rows)
+        if len(self.rows) == self.total:
+            self.report()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.total is None:  # another sweeper: report at the end instead
+            self.report()
+
+    def report(self) -> None:
+        failed = sum(row[1] == "FAILED" for row in self.rows)
+        lines = [
+            f"{len(self.rows)} jobs, {failed} failed (table: {self.sweep_dir / self.filename})"
+        ]
+        for _, status, _, run_dir, error in self.rows:
+            lines.append(f"  {status:9} {run_dir}")
+            if error:
+                lines.append(f"      {error.splitlines()[0]}")
+        log.info("Multirun summary: %s", "\n".join(lines))
