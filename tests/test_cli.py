@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -48,3 +49,23 @@ def test_unknown_option_is_one_clear_error(tmp_path: Path, data_dir: Path) -> No
     assert "model/vae_nope" in result.stderr and "vae_cnn" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_failing_sweep_job_leaves_the_others_and_is_summarised(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Job 1 diverges (NaN loss); jobs 0 and 2 still train and test; the summary lists all three."""
+    result = run_cli(["-m", "model.optimizer.lr=1e-3,1e12,2e-3", *TINY, *VAE_SMALL,
+                      "callbacks.finite_loss.check_every_n_steps=1", f"hydra.sweep.dir={tmp_path}"],
+                     data_dir)  # fmt: skip
+    assert result.returncode == 1
+    assert "loss became nan" in result.stderr and "Traceback" not in result.stderr
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [(row["job"], row["status"]) for row in rows] == [
+        ("0", "COMPLETED"), ("1", "FAILED"), ("2", "COMPLETED")
+    ]  # fmt: skip
+    assert "NonFiniteLossError" in rows[1]["error"]
+    for row in (rows[0], rows[2]):
+        assert (Path(row["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
+        assert "test/nll_is" in (Path(row["run_dir"]) / "metrics.csv").read_text()
+    assert "Multirun summary: 3 jobs, 1 failed" in result.stdout + result.stderr

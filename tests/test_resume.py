@@ -149,6 +149,9 @@ def test_same_seed_deterministic_mode_gives_identical_metrics(
     first = run_train(make_cfg(*overrides, output_dir=tmp_path / "first"))
     second = run_train(make_cfg(*overrides, output_dir=tmp_path / "second"))
     assert first.keys() == second.keys() and "test/nll_is" in first
-    assert first == second
+    timings = {name for name in first if name.startswith("time/")}  # wall clock, not results
+    assert {k: v for k, v in first.items() if k not in timings} == {
+        k: v for k, v in second.items() if k not in timings
+    }
     different_seed = run_train(make_cfg(*overrides[1:], "seed=4", output_dir=tmp_path / "third"))
     assert different_seed["val/loss"] != first["val/loss"]
