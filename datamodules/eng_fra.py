@@ -38,6 +38,7 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from datamodules.base import resume_position
 from datamodules.download import download_file
 from litlab.errors import ConfigError, DataError, DataNotFoundError
 
@@ -191,6 +192,8 @@ class BucketBatchSampler(BatchSampler):
     into pools of ``pool_batches * batch_size`` indices, each pool sorted by length and cut into
     batches, then the batch order shuffled. ``pool_batches=1`` gives plain random batches.
     ``shuffle=False``: indices sorted by length (stable), in order (evaluation).
+    ``epoch`` counts the passes (the first is given when the loader is built, e.g. on resuming)
+    and ``start`` skips that many batches of the next pass only (a run resumed mid-epoch).
 
     Data-parallel (DDP): Lightning cannot shard a custom batch sampler's output, so it re-creates
     this one with a ``DistributedSampler`` as ``sampler``; only that sampler's ``rank`` and
@@ -216,6 +219,7 @@ class BucketBatchSampler(BatchSampler):
         self.pool_batches = max(1, pool_batches)
         self.seed = seed
         self.epoch = 0
+        self.start = 0
         self.rank = int(getattr(sampler, "rank", 0))
         self.num_replicas = int(getattr(sampler, "num_replicas", 1))
 
@@ -258,7 +262,8 @@ class BucketBatchSampler(BatchSampler):
             chunk = order[start : start + pool]
             chunk = self._by_length(chunk) if self.pool_batches > 1 else chunk
             batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
-        for b in torch.randperm(len(batches), generator=generator).tolist():
+        start, self.start = self.start, 0
+        for b in torch.randperm(len(batches), generator=generator).tolist()[start:]:
             yield batches[b]
 
 
@@ -481,8 +486,11 @@ class EngFraDataModule(L.LightningDataModule):
             pool_batches=hp.bucket_pools if hp.bucket else 1,
             seed=hp.shuffle_seed,
         )
+        if shuffle:  # training: continue where a resumed checkpoint left off
+            sampler.epoch, sampler.start = resume_position(self.trainer)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(hp.pad_to),
-                          num_workers=hp.num_workers)  # fmt: skip
+                          num_workers=hp.num_workers,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, shuffle=True)
