@@ -41,10 +41,10 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload("vae_mlp", "VAE-MLP", ("experiment=vae_mlp_seed",), "images", 30, None, True),
-        Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 100),
-        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 40),
+        Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 60),
+        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 30),
         Workload("transformer", "Transformer LM (tutorial)", ("model=transformer_tutorial",),
-                 "tokens", 5, 30),
+                 "tokens", 3, 20),
     )
 }  # fmt: skip
 
