@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format tensorboard kl-curve ln-report clean
+.PHONY: help install train test test-all bench lint format tensorboard kl-curve ln-report clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -30,6 +30,9 @@ test: install ## Run the offline test suite (DATA_DIR must point at the data set
 
 test-all: install ## Run every test, the slow end-to-end ones included
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: install ## Speed: litlab vs a plain PyTorch loop, start-up -> benchmarks/RESULTS.md (ARGS="--quick", "--threads 1", ...)
+	DATA_DIR="$${DATA_DIR:-$(abspath ..)/shared/data}" $(BIN)/python -m benchmarks.run $(ARGS)
 
 lint: install ## ruff: lint and format check
 	$(BIN)/ruff check .

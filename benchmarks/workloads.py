@@ -1,0 +1,93 @@
+"""The four benchmarked studies and how litlab's config is composed for them.
+
+Each :class:`Workload` names the study's config (``model=...`` plus an experiment when the issue
+asks for one), the unit of its throughput and its timing window. Both sides of a comparison read
+the same composed config: model, data, batch size, optimiser, scheduler, clipping and precision all
+come from ``conf/``; only the per-run bookkeeping is switched off (:data:`BENCH_OVERRIDES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmarked study.
+
+    ``timed_steps=None`` times one epoch's worth of steps (the window then holds one epoch
+    boundary, see :mod:`benchmarks.clock`); otherwise that many steps.
+    """
+
+    name: str
+    title: str
+    overrides: tuple[str, ...]
+    unit: str
+    warmup_steps: int
+    timed_steps: int | None
+    canonical: bool = False  # also run the torchvision ToTensor + DataLoader pipeline (c)
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("vae_mlp", "VAE-MLP", ("experiment=vae_mlp_seed",), "images", 30, None, True),
+        Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 60),
+        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 30),
+        Workload("transformer", "Transformer LM (tutorial)", ("model=transformer_tutorial",),
+                 "tokens", 3, 20),
+    )
+}  # fmt: skip
+
+# Same work on both sides: no validation, test, checkpoints, figures or progress bar; fp32.
+# Loggers stay on (TensorBoard + CSV every log_every_n_steps), as in every litlab run.
+BENCH_OVERRIDES = (
+    "callbacks=none",
+    "test=false",
+    "trainer.limit_val_batches=0",
+    "++trainer.enable_checkpointing=false",
+    "++trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+    "trainer.precision=32-true",
+    "trainer.devices=1",
+    "trainer.max_epochs=-1",
+)
+
+
+def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | str) -> DictConfig:
+    """``conf/train.yaml`` composed as ``train.py`` composes it, outputs under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                *overrides,
+                f"paths.data_dir={data_dir}",
+                f"paths.root_dir={ROOT}",
+                f"paths.log_dir={output_dir}",
+                f"paths.output_dir={output_dir}",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def bench_config(
+    workload: Workload, output_dir: Path, data_dir: Path | str, device: str = "cpu"
+) -> DictConfig:
+    """The workload's config with :data:`BENCH_OVERRIDES`, on ``device``."""
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    overrides = [*workload.overrides, *BENCH_OVERRIDES, f"trainer.accelerator={accelerator}"]
+    return compose_config(overrides, output_dir, data_dir)
