@@ -95,6 +95,7 @@ class VAE(LitModule):
             {f"{stage}_{name}": running_mean() for stage in STAGES for name in names}
             | {"test_nll_is": running_mean(), "test_nll_naive": running_mean()}
         )
+        self._train_resumed = False  # set by on_train_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction logits: decode the posterior mean."""
@@ -118,10 +119,11 @@ class VAE(LitModule):
     ) -> torch.Tensor:
         """-ELBO (with the KL weight when training); accumulates and logs the stage's means.
 
-        The metric objects are handed to ``self.log`` at the first batch of an epoch only:
-        Lightning keeps them, computes them at the epoch's end and resets them, so the numbers
-        are those of logging at every step, without Lightning's per-call bookkeeping (about a
-        millisecond per metric on CPU, a tenth of a VAE-MLP step; see benchmarks/RESULTS.md).
+        The metric objects are handed to ``self.log`` at the first batch of an epoch only (or the
+        first after resuming mid-epoch): Lightning keeps them, computes them at the epoch's end
+        and resets them, so the numbers are those of logging at every step, without Lightning's
+        per-call bookkeeping (about a millisecond per metric on CPU, a tenth of a VAE-MLP step;
+        see benchmarks/RESULTS.md).
         """
         x, _ = batch
         recon, kl = self.elbo_terms(x)
@@ -130,7 +132,7 @@ class VAE(LitModule):
         for name, value in (("loss", per_image), ("recon", recon), ("kl", kl)):
             metric = self.means[f"{stage}_{name}"]
             metric.update(value.detach())
-            if batch_idx == 0:
+            if batch_idx == 0 or (stage == "train" and self._train_resumed):
                 self.log(
                     f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss"
                 )
@@ -140,9 +142,14 @@ class VAE(LitModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         loss = self._shared_step(batch, "train", batch_idx)
-        if batch_idx == 0:  # the KL weight at the start of each epoch (a per-step log costs ~1 ms)
+        if batch_idx == 0 or self._train_resumed:  # at each epoch's start (per step costs ~1 ms)
             self.log("train/kl_weight", self.kl_weight(), on_step=False, on_epoch=True)
+        self._train_resumed = False
         return loss
+
+    def on_train_start(self) -> None:
+        # a run resumed mid-epoch starts at batch_idx > 0: register the epoch's metrics there
+        self._train_resumed = self.trainer.fit_loop.restarting
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", batch_idx)

@@ -3,6 +3,7 @@ uninterrupted run ends; checkpoints are written atomically; the RNG and data ord
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -103,6 +104,11 @@ def test_killed_run_resumes_bit_for_bit(study: str, tmp_path: Path, data_dir: Pa
     )  # fmt: skip
 
     assert uninterrupted["global_step"] == resumed["global_step"] == TOTAL_STEPS
+    rows = list(csv.DictReader((tmp_path / "c" / "metrics.csv").open()))
+    logged = {
+        row["epoch"] for row in rows for k, v in row.items() if k.startswith("train/loss") and v
+    }
+    assert "1" in logged  # the resumed epoch's training loss is logged
     for name, tensor in uninterrupted["state_dict"].items():
         assert torch.equal(tensor, resumed["state_dict"][name]), name
     for state_a, state_b in zip(
