@@ -168,7 +168,7 @@ def write_report(run: dict[str, Any], out: Path) -> None:
     device = args["device"]
     loads = [r["load_before"] for r in results]
     threads = args["threads"] if args["threads"] != "None" else "torch default"
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = run.get("date") or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     flags = " --quick" if args["quick"] == "True" else ""
     lines = [
         "# litlab benchmarks: results",
@@ -179,7 +179,7 @@ def write_report(run: dict[str, Any], out: Path) -> None:
         "",
         "## Machine",
         "",
-        *machine(),
+        *(run.get("machine") or machine()),
         f"- Load average (1 min) at start {run['load_start'][0]:.2f}, at end "
         f"{run['load_end'][0]:.2f}; before each measurement min {min(loads):.2f}, median "
         f"{statistics.median(loads):.2f}, max {max(loads):.2f}. The CPU was shared with other "

@@ -22,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from benchmarks import startup
-from benchmarks.report import write_report
+from benchmarks.report import machine, write_report
 from benchmarks.workloads import ROOT, WORKLOADS
 
 QUICK_WINDOW = (2, 5)  # --quick: warm-up and timed steps
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> Path:
         "load_end": os.getloadavg(),
         "results": results,
         "startup": startup_result,
+        # when and on what it was measured: a report rewritten later (--from-json) keeps these
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(run, args.out)
