@@ -12,14 +12,16 @@ per-study parts are small functions of the *same* composed config:
 * loss: the study's objective written out with the same math functions (ELBO terms, masked token
   loss, next-token cross-entropy).
 
-Batch order: the permutation is drawn from the global generator exactly as a shuffling
-``DataLoader`` draws it, so with the same seed the plain loop and litlab's ``DataLoader`` see
-identical batches in identical order (and the same random numbers afterwards: reparameterisation
-noise, dropout), which ``tests/test_benchmarks.py`` checks loss by loss.
+Batch order: epoch *e* is ordered by the data module's own rule (``EpochShuffle``: a permutation
+drawn from ``shuffle_seed + e``, no draw from the global generator), so with the same seed the
+plain loop and litlab's ``DataLoader`` see identical batches in identical order (and the same
+random numbers afterwards: reparameterisation noise, dropout), which ``tests/test_benchmarks.py``
+checks loss by loss.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from benchmarks.clock import StepClock
+from datamodules.base import EpochShuffle
 from lightning_modules.seq2seq import Seq2Seq, token_loss
 from lightning_modules.transformer_lm import TransformerLM
 from lightning_modules.vae import VAE, bernoulli_log_prob, gaussian_kl, reparameterize
@@ -76,23 +79,24 @@ def plain_fit(setup: PlainSetup, clock: StepClock) -> None:
 
 
 # -- batches ---------------------------------------------------------------------------------
-def sampler_order(n: int) -> torch.Tensor:
-    """A random permutation of ``range(n)``, drawn from the global generator exactly as a
-    ``DataLoader`` with ``shuffle=True`` draws it (module docstring): one int64 for the loader's
-    worker base seed, then one that seeds ``RandomSampler``'s permutation."""
-    torch.empty((), dtype=torch.int64).random_()  # DataLoader iterator: workers' base seed
-    seed = int(torch.empty((), dtype=torch.int64).random_().item())
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-
 def tensor_batches(
-    data: torch.Tensor, batch_size: int, shuffle: bool, to_batch: Callable[[torch.Tensor], Batch]
+    data: torch.Tensor,
+    batch_size: int,
+    shuffle_seed: int | None,
+    to_batch: Callable[[torch.Tensor], Batch],
 ) -> Callable[[], Iterator[Batch]]:
-    """One epoch of index slices of ``data`` (already on the training device), as batches."""
+    """One epoch per call of index slices of ``data`` (already on the training device), as
+    batches; epoch *e* in :class:`EpochShuffle`'s order for ``shuffle_seed`` (None: in order)."""
+    epochs = itertools.count()
 
     def epoch() -> Iterator[Batch]:
         n = len(data)
-        order = sampler_order(n) if shuffle else torch.arange(n)
+        if shuffle_seed is None:
+            order = torch.arange(n)
+        else:
+            sampler = EpochShuffle(range(n), shuffle_seed)
+            sampler.set_epoch(next(epochs))
+            order = torch.as_tensor(sampler.order())
         order = order.to(data.device)
         for start in range(0, n, batch_size):
             yield to_batch(data[order[start : start + batch_size]])
@@ -127,17 +131,31 @@ def loader_batches(loader: Iterable[dict], device: torch.device) -> Callable[[],
 
 
 def canonical_mnist_batches(
-    root: str, indices: torch.Tensor, batch_size: int, device: torch.device
+    root: str, indices: torch.Tensor, batch_size: int, device: torch.device, shuffle_seed: int
 ) -> Callable[[], Iterator[Batch]]:
     """The pipeline a user would write (issue's (c)): torchvision ``MNIST`` + ``ToTensor`` +
-    ``DataLoader(shuffle=True)``, restricted to litlab's training split with ``Subset``."""
+    a shuffling ``DataLoader``, restricted to litlab's training split with ``Subset``.
+
+    Its costs are kept (a PIL image and a ``ToTensor`` call per sample, a per-sample collate);
+    only the shuffling sampler is litlab's :class:`EpochShuffle`, so that (c) sees the very
+    images (a) and (b) see, in the same order (checked loss by loss).
+    """
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    dataset = datasets.MNIST(root, train=True, transform=transforms.ToTensor(), download=False)
-    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=True)
+    dataset = Subset(
+        datasets.MNIST(root, train=True, transform=transforms.ToTensor(), download=False),
+        indices.tolist(),
+    )
+    sampler = EpochShuffle(dataset, shuffle_seed)
+    # its own generator, as litlab's loaders: making an iterator draws nothing from the global one
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator()
+    )
+    epochs = itertools.count()
 
     def epoch() -> Iterator[Batch]:
+        sampler.set_epoch(next(epochs))
         for x, labels in loader:
             yield x.to(device), labels
 
@@ -222,16 +240,20 @@ def plain_setup(
         nets = nn.ModuleList([module.encoder, module.decoder])
         if canonical_root is not None:
             indices = datamodule.split_indices["train"]
-            batches = canonical_mnist_batches(canonical_root, indices, data.batch_size, device)
+            seed = datamodule.effective_shuffle_seed()
+            batches = canonical_mnist_batches(canonical_root, indices, data.batch_size, device,
+                                              seed)  # fmt: skip
         else:
             images, _ = datamodule.splits["train"].tensors
             to_batch = mnist_batch(data.binarize)
-            batches = tensor_batches(images.to(device), data.batch_size, True, to_batch)
+            seed = datamodule.effective_shuffle_seed()
+            batches = tensor_batches(images.to(device), data.batch_size, seed, to_batch)
         loss = vae_loss(module.encoder, module.decoder, hp.beta, hp.kl_warmup_steps)
     elif isinstance(module, TransformerLM):
         nets = module.net
         (windows,) = datamodule.splits["train"].tensors
-        batches = tensor_batches(windows.to(device), data.batch_size, data.shuffle, lm_batch)
+        seed = datamodule.effective_shuffle_seed() if data.shuffle else None
+        batches = tensor_batches(windows.to(device), data.batch_size, seed, lm_batch)
         loss = lm_loss(module.net)
     elif isinstance(module, Seq2Seq):
         from datamodules.eng_fra import SOS
