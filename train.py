@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from litlab.builders import (
+    CONF_DIR,
     hparams_for_logging,
     instantiate_callbacks,
     instantiate_loggers,
@@ -29,7 +30,6 @@ from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # absolute: also found when imported
 register_resolvers()
 # CSVLogger writes <run>/metrics.csv beside the run's other files; its "directory not empty"
 # warning is about those files, which it never touches (it only replaces its own metrics.csv).

@@ -112,8 +112,7 @@ def phases(data_dir: str, tmp: Path) -> None:
 
     mark("import hydra, omegaconf")
     import train
-    from benchmarks.workloads import compose_config
-    from litlab.builders import instantiate_callbacks, instantiate_loggers
+    from litlab.builders import compose_config, instantiate_callbacks, instantiate_loggers
 
     mark("import litlab (train.py, data modules, models, callbacks)")
     overrides = [*STOP_AFTER_FIRST_STEP, *probe_overrides(tmp / "first_batch.json")]

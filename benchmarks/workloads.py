@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+from litlab.builders import ROOT, compose_config
+
+__all__ = ["ROOT", "WORKLOADS", "Workload", "bench_config", "compose_config"]
 
 
 @dataclass(frozen=True)
@@ -61,27 +59,6 @@ BENCH_OVERRIDES = (
     "trainer.devices=1",
     "trainer.max_epochs=-1",
 )
-
-
-def compose_config(overrides: list[str], output_dir: Path, data_dir: Path | str) -> DictConfig:
-    """``conf/train.yaml`` composed as ``train.py`` composes it, outputs under ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                *overrides,
-                f"paths.data_dir={data_dir}",
-                f"paths.root_dir={ROOT}",
-                f"paths.log_dir={output_dir}",
-                f"paths.output_dir={output_dir}",
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def bench_config(

@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: train.py, conf/, ...
+CONF_DIR = ROOT / "conf"
+
+
+def compose_config(
+    overrides: Sequence[str], output_dir: str | os.PathLike, data_dir: str | os.PathLike
+) -> DictConfig:
+    """``conf/train.yaml`` composed as ``train.py`` composes it, without running it.
+
+    For code that drives ``train.train(cfg)`` itself (tests, benchmarks): data from ``data_dir``,
+    every output under ``output_dir``; ``HydraConfig`` is set as during a run, and the ``hydra``
+    node is dropped from the returned config.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                *overrides,
+                f"paths.data_dir={data_dir}",
+                f"paths.root_dir={ROOT}",
+                f"paths.log_dir={output_dir}",
+                f"paths.output_dir={output_dir}",
+            ],
+            return_hydra_config=True,
+        )
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -9,17 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 sys.path.insert(0, str(ROOT))
 
 import train as train_script  # noqa: E402  (registers the config resolvers)
+from litlab.builders import CONF_DIR, compose_config  # noqa: E402
 
 # Overrides that make any study tiny and CPU-only.
 TINY = [
@@ -52,27 +50,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         except Exception as err:  # noqa: BLE001  (the data module's own message says what to do)
             pytest.fail(f"data set {config.stem!r} unavailable: {err}")
     return path
-
-
-def compose_config(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
-    """Compose ``conf/train.yaml`` as ``train.py`` would, with outputs under ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                *overrides,
-                f"paths.data_dir={data_dir}",
-                f"paths.root_dir={ROOT}",
-                f"paths.log_dir={output_dir}",
-                f"paths.output_dir={output_dir}",
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.fixture
