@@ -24,8 +24,7 @@ class StopOnNonFiniteLoss(Callback):
 
     def __init__(self, check_every_n_steps: int = 1) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self._first_bad: torch.Tensor | None = None  # (step, loss) of the first bad step
-        self._epoch = 0
+        self._first_bad: torch.Tensor | None = None  # (step, epoch, loss) of the first bad step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -35,12 +34,12 @@ class StopOnNonFiniteLoss(Callback):
         if not isinstance(loss, torch.Tensor):
             return
         loss = loss.detach().float()
-        here = torch.stack([torch.tensor(trainer.global_step, device=loss.device).float(), loss])
+        where = torch.tensor([trainer.global_step, trainer.current_epoch], device=loss.device)
+        here = torch.cat([where.float(), loss.view(1)])
         if self._first_bad is None:
-            self._first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
+            self._first_bad = torch.tensor([-1.0, 0.0, 0.0], device=loss.device)
         unseen_bad = (self._first_bad[0] < 0) & ~torch.isfinite(loss)
         self._first_bad = torch.where(unseen_bad, here, self._first_bad)
-        self._epoch = trainer.current_epoch
         if trainer.global_step % self.check_every_n_steps == 0:
             self.raise_if_bad(trainer)
 
@@ -52,12 +51,12 @@ class StopOnNonFiniteLoss(Callback):
     def raise_if_bad(self, trainer: L.Trainer) -> None:
         if self._first_bad is None:
             return
-        step, value = self._first_bad.tolist()
+        step, epoch, value = self._first_bad.tolist()
         if step < 0:
             return
         kept = last_checkpoint(trainer)
         raise NonFiniteLossError(
-            f"the training loss became {value} at step {int(step)} (epoch {self._epoch}); "
+            f"the training loss became {value} at step {int(step)} (epoch {int(epoch)}); "
             f"training stopped. Last good checkpoint: {kept or 'none saved yet'} "
             "(lower the learning rate, or clip gradients with trainer.gradient_clip_val)"
         )
