@@ -236,7 +236,7 @@ def test_bad_input_gives_one_clear_error(
     before = snapshot(inputs.tmp), snapshot(vae_ckpt.parent)
     run_dir = tmp_path / "run"
     code, stderr = run_cli(
-        [*TINY_FOR(args), *args, f"hydra.run.dir={run_dir}"], monkeypatch, capsys
+        [*tiny_for(args), *args, f"hydra.run.dir={run_dir}"], monkeypatch, capsys
     )
 
     message = user_message(stderr)
@@ -256,7 +256,7 @@ def test_bad_input_gives_one_clear_error(
                      message.replace(shared_tmp, "<tmp>")))  # fmt: skip
 
 
-def TINY_FOR(args: list[str]) -> list[str]:  # noqa: N802  (reads as a constant)
+def tiny_for(args: list[str]) -> list[str]:
     """The tiny limits, minus the VAE-only keys when another model is chosen."""
     other_model = any(a.startswith("model=") and not a.startswith("model=vae") for a in args)
     return [t for t in TINY if not (other_model and t.startswith("model."))]
