@@ -56,15 +56,19 @@ def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] 
     return options if options.pop("enabled", True) else None
 
 
-def with_fused(config: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def with_fused(
+    config: Mapping[str, Any], device: torch.device, clips_gradients: bool = False
+) -> dict[str, Any]:
     """The optimiser config, with ``fused=True`` added on CUDA when the optimiser supports it.
 
     Fused kernels update every parameter in one launch (no per-tensor loop, no host sync). A
     config that sets ``fused`` or ``foreach`` itself is left as it is; off CUDA nothing is added
-    (set ``model.optimizer.fused=true`` to ask for a CPU fused kernel explicitly).
+    (set ``model.optimizer.fused=true`` to ask for a CPU fused kernel explicitly). Nor is it added
+    when the trainer clips gradients: Lightning refuses to clip for an optimiser that unscales
+    gradients inside its step, which fused ones do.
     """
     config = dict(config)
-    if device.type != "cuda" or "fused" in config or config.get("foreach"):
+    if device.type != "cuda" or clips_gradients or "fused" in config or config.get("foreach"):
         return config
     signature = inspect.signature(get_class(config["_target_"]).__init__)
     if "fused" in signature.parameters:
@@ -129,7 +133,8 @@ class LitModule(L.LightningModule):
         self._compiled = True
 
     def configure_optimizers(self) -> Any:
-        config = with_fused(self.optimizer_config, self.device)
+        clips = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        config = with_fused(self.optimizer_config, self.device, clips_gradients=clips)
         optimizer = build(config, _partial_=True)(self.parameters())
         if not self.scheduler_config:
             return optimizer

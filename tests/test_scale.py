@@ -88,6 +88,8 @@ def test_fused_is_added_on_cuda_only_when_supported() -> None:
     assert with_fused({**adamw, "fused": False}, cuda)["fused"] is False  # the config decides
     assert "fused" not in with_fused({**adamw, "foreach": True}, cuda)  # fused xor foreach
     assert "fused" not in with_fused({"_target_": "torch.optim.RMSprop"}, cuda)  # no fused kernel
+    # Lightning cannot clip gradients for a fused optimiser (it unscales inside its step)
+    assert "fused" not in with_fused(adamw, cuda, clips_gradients=True)
 
 
 def test_cpu_run_gets_the_plain_optimizer(make_cfg) -> None:
