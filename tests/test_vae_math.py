@@ -130,3 +130,18 @@ def test_importance_sampling_matches_numerical_integration(trained_tiny) -> None
     assert (estimate - exact).abs().max() < 0.1
     naive = model.naive_log_px(x, 20000)  # fine in 2-D, hopeless for 784 pixels (report Q2)
     assert (naive - exact).abs().max() < 0.2
+
+
+@pytest.mark.parametrize("estimator", ["importance_sampled_log_px", "naive_log_px"])
+def test_estimators_run_in_float32_under_autocast(trained_tiny, estimator: str) -> None:
+    """Under bf16 autocast (trainer precision bf16-mixed) the estimates equal the float32 ones:
+    bf16 noise in the log-weights would bias log-mean-exp (see ``float32`` in vae.py)."""
+    model, x = trained_tiny
+    torch.manual_seed(3)
+    plain = getattr(model, estimator)(x, 200)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = getattr(model, estimator)(x, 200)
+        assert model.decoder(torch.zeros(1, 2)).dtype == torch.bfloat16  # autocast is active
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain)
