@@ -78,7 +78,7 @@ class TransformerLM(LitModule):
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
             with StepLR as the PyTorch tutorial, or :class:`WarmupSchedule` (``interval: step``).
         d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
-        max_len: the architecture (:class:`TransformerConfig`). They live at ``model.*`` so that
+        max_len, init_range: the architecture (:class:`TransformerConfig`). They live at ``model.*`` so that
         sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
         compile: ``torch.compile`` the network in place (see :class:`LitModule`).
     """
@@ -97,6 +97,7 @@ class TransformerLM(LitModule):
         tie_weights: bool = False,
         activation: str = "relu",
         max_len: int = 1024,
+        init_range: float = 0.1,
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)
@@ -104,6 +105,7 @@ class TransformerLM(LitModule):
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
             num_layers=num_layers, dropout=dropout, norm_first=norm_first,
             tie_weights=tie_weights, activation=activation, max_len=max_len,
+            init_range=init_range,
         )  # fmt: skip
         self.save_plain_hyperparameters(
             optimizer=optimizer, scheduler=scheduler, compile=compile, **arch

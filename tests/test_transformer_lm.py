@@ -184,6 +184,16 @@ def test_grad_probe_equals_direct_norms(make_cfg, run_train, data_dir: Path) -> 
 
 
 # -- training end to end ---------------------------------------------------------------------
+def test_init_range_reaches_the_embedding_and_output_weights() -> None:
+    """``model.init_range`` r: embedding and (untied) output weights ~ U(-r, r)."""
+    arch = dict(vocab_size=50, d_model=16, num_heads=2, d_ff=24, num_layers=1)
+    for r in (0.1, 0.02):
+        net = TransformerLM(optimizer={"_target_": "torch.optim.SGD", "lr": 1.0}, init_range=r,
+                            **arch).net  # fmt: skip
+        for weight in (net.wte.weight, net.lm_head.weight):
+            assert weight.abs().max() <= r and weight.abs().max() > 0.9 * r
+
+
 def test_model_picks_its_data_and_tutorial_config(make_cfg) -> None:
     cfg = make_cfg("model=transformer_tutorial")
     assert cfg.data._target_ == "datamodules.wikitext2.WikiText2DataModule"
