@@ -76,13 +76,29 @@ def with_fused(
     return config
 
 
-def running_mean() -> MeanMetric:
-    """An epoch mean (synced across ranks) that never forces a host-device sync on update.
+class RunningMean(MeanMetric):
+    """A weighted epoch mean (synced across ranks) that never forces a host-device sync on update.
 
     torchmetrics' default ``nan_strategy="warn"`` tests ``if nans.any()`` on every update, which
-    waits for the GPU; it would also silently drop a NaN loss. Here a NaN stays visible.
+    waits for the GPU; it would also silently drop a NaN loss. Its ``"disable"`` skips the test
+    but (torchmetrics 1.9) also replaces the update's weights by ones, so a token-weighted mean
+    became a mean of batch means. Here the weights are kept and a NaN stays visible.
     """
-    return MeanMetric(nan_strategy="disable")
+
+    def __init__(self) -> None:
+        super().__init__(nan_strategy="disable")
+
+    def _cast_and_nan_check_input(
+        self, x: float | torch.Tensor, weight: float | torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        weight = torch.ones_like(x) if weight is None else torch.as_tensor(weight, device=x.device)
+        return x, weight.to(self.dtype)
+
+
+def running_mean() -> RunningMean:
+    """The epoch mean every LightningModule logs its losses with (see :class:`RunningMean`)."""
+    return RunningMean()
 
 
 class LitModule(L.LightningModule):

@@ -4,6 +4,7 @@ processes, ``-m`` + DDP refused, batch sharding, SLURM / torchrun configurations
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from datamodules.eng_fra import BucketBatchSampler, Collate, Example, PairDataset
-from lightning_modules.base import compile_options, with_fused
+from lightning_modules.base import compile_options, running_mean, with_fused
 from lightning_modules.vae import VAE
 from litlab.scale import lightning_starts_processes
 from tests.conftest import CONF_DIR, run_python
@@ -149,6 +150,21 @@ def test_training_step_never_syncs_with_the_host(make_cfg, monkeypatch, override
     trainer.fit(model, datamodule=datamodule)
     assert len(syncs) == cfg.trainer.limit_train_batches
     assert all(not calls for calls in syncs), syncs
+
+
+def test_running_mean_keeps_weights_and_nans(monkeypatch) -> None:
+    """Token-weighted epoch means without a host sync per update (torchmetrics' "disable"
+    NaN strategy alone would drop the weights: a mean of batch means)."""
+    mean = running_mean()
+    with count_host_syncs(monkeypatch) as calls:
+        mean.update(torch.tensor(2.0), weight=torch.tensor(40))
+        mean.update(torch.tensor(3.0), weight=torch.tensor(32))
+    assert not calls
+    assert mean.compute().item() == pytest.approx((2 * 40 + 3 * 32) / 72)
+    mean.update(torch.tensor([1.0, 5.0]))  # per-item values, unit weights
+    assert mean.compute().item() == pytest.approx((2 * 40 + 3 * 32 + 6) / 74)
+    mean.update(torch.tensor(float("nan")))
+    assert math.isnan(mean.compute().item())  # a NaN loss stays visible
 
 
 # -- batch sharding ----------------------------------------------------------------------------
