@@ -45,6 +45,7 @@ WIKITEXT2_FILES: dict[str, str] = {
 SPLIT_FILES = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
 EOS = "<eos>"
 UNK = "<unk>"
+IGNORE_INDEX = -100  # a target that is not scored (PyTorch's convention, F.cross_entropy's default)
 
 
 def find_file(folder: Path, name: str) -> Path | None:
@@ -132,6 +133,33 @@ def windows(stream: torch.Tensor, bptt: int) -> torch.Tensor:
     return stream[: n * bptt + 1].unfold(0, bptt + 1, bptt).contiguous()
 
 
+def sliding_windows(
+    stream: torch.Tensor, bptt: int, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation windows advancing by ``stride`` tokens, and the first target each one scores.
+
+    Returns ``(n, bptt + 1)`` windows and ``(n,)`` positions: window k scores its targets at
+    positions >= ``scored_from[k]``. The scored targets are exactly those of
+    :func:`windows` (stream[1 : m + 1], m = bptt * ((N - 1) // bptt)), each once; outside the
+    first window each is predicted from at least ``bptt - stride`` tokens of context, instead of
+    0 to bptt - 1 (mean (bptt - 1) / 2) with non-overlapping windows. ``stride = bptt`` gives
+    :func:`windows` with every target scored.
+    """
+    if not 1 <= stride <= bptt:
+        raise ConfigError(f"data.eval_stride={stride} must be between 1 and data.bptt={bptt}")
+    n = (len(stream) - 1) // bptt
+    if n < 1:
+        raise ConfigError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
+    last = (n - 1) * bptt  # the last window of `windows`, so that both score the same targets
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    start = torch.tensor(starts)
+    scored_from = torch.zeros_like(start)
+    scored_from[1:] = start[:-1] + bptt - start[1:]  # targets up to the previous window's end
+    return stream[start[:, None] + torch.arange(bptt + 1)], scored_from
+
+
 class WikiText2DataModule(InMemoryDataModule):
     """WikiText-2: train/valid/test token streams, ``bptt`` windows, vocabulary from train.
 
@@ -139,6 +167,8 @@ class WikiText2DataModule(InMemoryDataModule):
         data_dir: folder holding ``wikitext-2/`` (``paths.data_dir``).
         batch_size, eval_batch_size: windows per training / evaluation batch.
         bptt: tokens per window (the model's context length; 35 as pytorch/examples).
+        eval_stride: val/test windows advance by this many tokens and score only the targets
+            that no earlier window scored (:func:`sliding_windows`); None = ``bptt``.
         shuffle: shuffle the training windows every epoch.
         shuffle_seed: their order is drawn from ``shuffle_seed + epoch`` (None: drawn once).
         download: fetch missing files (checksums verified) when online.
@@ -151,6 +181,7 @@ class WikiText2DataModule(InMemoryDataModule):
         batch_size: int = 20,
         eval_batch_size: int = 10,
         bptt: int = 35,
+        eval_stride: int | None = None,
         shuffle: bool = True,
         shuffle_seed: int | None = 0,
         download: bool = True,
@@ -161,6 +192,10 @@ class WikiText2DataModule(InMemoryDataModule):
         super().__init__()
         if bptt < 1:
             raise ConfigError(f"data.bptt={bptt} must be >= 1")
+        if eval_stride is not None and not 1 <= eval_stride <= bptt:
+            raise ConfigError(
+                f"data.eval_stride={eval_stride} must be between 1 and data.bptt={bptt}"
+            )
         self.save_hyperparameters()
         self.folder = Path(data_dir) / "wikitext-2"
         self.vocab: list[str] = []
@@ -184,10 +219,11 @@ class WikiText2DataModule(InMemoryDataModule):
         paths = [find_file(self.folder, name) for name in WIKITEXT2_FILES]
         stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
         self.vocab, self.streams = load_corpus(str(self.folder), stamp)
-        self.splits = {
-            split: IndexedTensors(windows(stream, self.hparams.bptt))
-            for split, stream in self.streams.items()
-        }
+        bptt = self.hparams.bptt
+        stride = self.hparams.eval_stride or bptt
+        self.splits = {"train": IndexedTensors(windows(self.streams["train"], bptt))}
+        for split in ("val", "test"):
+            self.splits[split] = IndexedTensors(*sliding_windows(self.streams[split], bptt, stride))
 
     @property
     def vocab_size(self) -> int:
@@ -200,6 +236,14 @@ class WikiText2DataModule(InMemoryDataModule):
     def on_after_batch_transfer(
         self, batch: tuple[torch.Tensor], dataloader_idx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, bptt + 1)`` windows -> inputs ``(B, bptt)`` and next-token targets ``(B, bptt)``."""
-        (window,) = batch
-        return window[:, :-1], window[:, 1:]
+        """``(B, bptt + 1)`` windows -> inputs ``(B, bptt)`` and next-token targets ``(B, bptt)``.
+
+        Evaluation batches also carry each window's first scored position; the targets before it
+        (context only, scored by an earlier window) become ``IGNORE_INDEX``.
+        """
+        window, *scored_from = batch
+        inputs, targets = window[:, :-1], window[:, 1:]
+        if scored_from:
+            position = torch.arange(targets.shape[1], device=targets.device)
+            targets = targets.masked_fill(position < scored_from[0][:, None], IGNORE_INDEX)
+        return inputs, targets

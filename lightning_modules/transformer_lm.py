@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.text import Perplexity
 
+from datamodules.wikitext2 import IGNORE_INDEX
 from lightning_modules.base import LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
 from litlab.errors import ConfigError
@@ -113,7 +114,9 @@ class TransformerLM(LitModule):
         self.net = Transformer(TransformerConfig(**arch))
         # ModuleDict keys must not shadow Module attributes ("train"): suffix them
         self.means = nn.ModuleDict({f"{stage}_loss": running_mean() for stage in STAGES})
-        self.perplexity = nn.ModuleDict({f"{stage}_ppl": Perplexity() for stage in ("val", "test")})
+        self.perplexity = nn.ModuleDict(
+            {f"{stage}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for stage in ("val", "test")}
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``."""
@@ -121,8 +124,8 @@ class TransformerLM(LitModule):
 
     @staticmethod
     def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy over all positions."""
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        """Mean next-token cross-entropy over the scored positions (targets != IGNORE_INDEX)."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The training objective on one batch, without logging (used by the gradient probe)."""
@@ -138,7 +141,7 @@ class TransformerLM(LitModule):
         logits = self(x)
         loss = self.token_loss(logits, y)
         mean = self.means[f"{stage}_loss"]
-        mean.update(loss.detach(), weight=y.numel())
+        mean.update(loss.detach(), weight=(y != IGNORE_INDEX).sum())
         self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
         if stage != "train":
             # float64: the metric takes softmax then log, which must not underflow to log(0)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.grad_probe import grad_norms
-from datamodules.wikitext2 import WikiText2DataModule
+from datamodules.wikitext2 import IGNORE_INDEX, WikiText2DataModule
 from lightning_modules.nets.transformer import Block, Transformer, TransformerConfig
 from lightning_modules.transformer_lm import TransformerLM, WarmupSchedule
 
@@ -205,18 +205,27 @@ def test_model_picks_its_data_and_tutorial_config(make_cfg) -> None:
     assert make_cfg("model=transformer_lm").callbacks.grad_probe._target_.endswith("GradProbe")
 
 
+def test_token_loss_scores_only_unmasked_targets() -> None:
+    logits, targets = torch.randn(2, 5, 11), torch.randint(0, 11, (2, 5))
+    masked = targets.clone()
+    masked[:, :3] = IGNORE_INDEX  # context-only positions of a sliding evaluation window
+    expected = F.cross_entropy(logits[:, 3:].flatten(0, 1), targets[:, 3:].flatten())
+    torch.testing.assert_close(TransformerLM.token_loss(logits, masked), expected)
+
+
 def test_train_tiny_lm_end_to_end(make_cfg, run_train) -> None:
     """Real data, real train(cfg): finite, sane perplexity (no collapse: a leak would copy)."""
     cfg = make_cfg(
         "model=transformer_lm", *TINY_ARCH, *TINY_DATA, "model.optimizer.lr=3e-3",
         "model.scheduler.warmup_steps=5", "trainer.limit_train_batches=25",
-        "trainer.limit_val_batches=5", "trainer.limit_test_batches=3",
+        "trainer.limit_val_batches=5", "trainer.limit_test_batches=3", "data.eval_stride=8",
     )  # fmt: skip
     metrics = run_train(cfg)
     out = Path(cfg.paths.output_dir)
     for name in ("val/ppl", "test/ppl", "val/loss", "test/loss"):
         assert math.isfinite(metrics[name]), name
-    # corpus perplexity (torchmetrics) = exp(token-weighted mean loss) on the same windows
+    # corpus perplexity (torchmetrics) = exp(token-weighted mean loss) over the same scored
+    # targets (eval_stride=8: half of each window after the first is context only)
     assert metrics["test/ppl"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-4)
     # 25 tiny steps reach ~15,000: better than uniform (33,278), far from a leak's collapse
     assert 50 < metrics["val/ppl"] < 33_278

@@ -12,12 +12,15 @@ import torch
 from datamodules.download import DataError, DataNotFoundError
 from datamodules.wikitext2 import (
     EOS,
+    IGNORE_INDEX,
     UNK,
     WIKITEXT2_FILES,
     WikiText2DataModule,
+    sliding_windows,
     tokenize,
     windows,
 )
+from litlab.errors import ConfigError
 
 # shared/data/PROVENANCE.md: tokens counting one <eos> per line
 TOKENS = {"train": 2_088_628, "val": 217_646, "test": 245_569}
@@ -84,6 +87,40 @@ def test_windows_are_contiguous_and_shifted(wikitext: WikiText2DataModule) -> No
     n_val = (TOKENS["val"] - 1) // 35
     assert len(wikitext.splits["val"]) == n_val
     assert len(wikitext.val_dataloader()) == -(-n_val // 3)
+
+
+@pytest.mark.parametrize(("bptt", "stride"), [(7, 7), (7, 3), (7, 1), (10, 4)])
+def test_sliding_windows_score_each_target_once_with_context(bptt: int, stride: int) -> None:
+    """The same targets as non-overlapping windows, each scored once, in order; after the first
+    window every scored target sees at least bptt - stride tokens before its input token."""
+    stream = torch.arange(100)
+    w, first = sliding_windows(stream, bptt, stride)
+    plain = windows(stream, bptt)
+    assert torch.equal(w[0], plain[0]) and torch.equal(w[-1], plain[-1])
+    scored = []  # (target, tokens of context the model sees for it, its input included)
+    for window, start in zip(w, first.tolist(), strict=True):
+        assert torch.equal(window, torch.arange(window[0], window[0] + bptt + 1))  # contiguous
+        scored += [(int(window[j + 1]), j + 1) for j in range(start, bptt)]
+    assert [t for t, _ in scored] == plain[:, 1:].flatten().tolist()
+    assert min(c for t, c in scored if t > bptt) == bptt - stride + 1
+    assert (first == 0).all() == (stride == bptt)
+
+
+def test_eval_stride_masks_context_targets(data_dir: Path) -> None:
+    dm = WikiText2DataModule(data_dir=str(data_dir), eval_batch_size=3, bptt=35, eval_stride=10)
+    dm.setup()
+    _, y = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    assert (y[0] != IGNORE_INDEX).all()  # the first window scores all its 35 targets
+    assert (y[1, :25] == IGNORE_INDEX).all()  # the next one starts 10 tokens later: 25 seen
+    assert torch.equal(y[1, 25:], dm.streams["val"][36:46])
+    scored = sum(
+        int((dm.on_after_batch_transfer(b, 0)[1] != IGNORE_INDEX).sum())
+        for b in dm.test_dataloader()
+    )
+    assert scored == 35 * ((TOKENS["test"] - 1) // 35)  # the targets of non-overlapping windows
+    for bad in (0, 36):
+        with pytest.raises(ConfigError, match=f"data.eval_stride={bad}"):
+            WikiText2DataModule(data_dir=str(data_dir), bptt=35, eval_stride=bad)
 
 
 def test_plain_files_and_gzip_give_the_same_corpus(
