@@ -125,11 +125,23 @@ def load_corpus(folder: str, stamp: tuple) -> tuple[list[str], dict[str, torch.T
     return vocab, streams
 
 
-def windows(stream: torch.Tensor, bptt: int) -> torch.Tensor:
-    """``(n, bptt + 1)`` windows of the stream overlapping by one token, n = (N - 1) // bptt."""
+def window_count(stream: torch.Tensor, bptt: int) -> int:
+    """n = (N - 1) // bptt: how many non-overlapping windows of bptt targets the stream holds."""
     n = (len(stream) - 1) // bptt
     if n < 1:
         raise ConfigError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
+    return n
+
+
+def check_eval_stride(stride: int, bptt: int) -> None:
+    """Refuse an evaluation stride outside 1..bptt (windows would skip or repeat targets)."""
+    if not 1 <= stride <= bptt:
+        raise ConfigError(f"data.eval_stride={stride} must be between 1 and data.bptt={bptt}")
+
+
+def windows(stream: torch.Tensor, bptt: int) -> torch.Tensor:
+    """``(n, bptt + 1)`` windows of the stream overlapping by one token, n = (N - 1) // bptt."""
+    n = window_count(stream, bptt)
     return stream[: n * bptt + 1].unfold(0, bptt + 1, bptt).contiguous()
 
 
@@ -145,12 +157,10 @@ def sliding_windows(
     0 to bptt - 1 (mean (bptt - 1) / 2) with non-overlapping windows. ``stride = bptt`` gives
     :func:`windows` with every target scored.
     """
-    if not 1 <= stride <= bptt:
-        raise ConfigError(f"data.eval_stride={stride} must be between 1 and data.bptt={bptt}")
-    n = (len(stream) - 1) // bptt
-    if n < 1:
-        raise ConfigError(f"a stream of {len(stream)} tokens is too short for bptt={bptt}")
-    last = (n - 1) * bptt  # the last window of `windows`, so that both score the same targets
+    check_eval_stride(stride, bptt)
+    last = (
+        window_count(stream, bptt) - 1
+    ) * bptt  # the last window of `windows`, so that both score the same targets
     starts = list(range(0, last + 1, stride))
     if starts[-1] != last:
         starts.append(last)
@@ -192,10 +202,8 @@ class WikiText2DataModule(InMemoryDataModule):
         super().__init__()
         if bptt < 1:
             raise ConfigError(f"data.bptt={bptt} must be >= 1")
-        if eval_stride is not None and not 1 <= eval_stride <= bptt:
-            raise ConfigError(
-                f"data.eval_stride={eval_stride} must be between 1 and data.bptt={bptt}"
-            )
+        if eval_stride is not None:
+            check_eval_stride(eval_stride, bptt)
         self.save_hyperparameters()
         self.folder = Path(data_dir) / "wikitext-2"
         self.vocab: list[str] = []

@@ -79,8 +79,8 @@ class TransformerLM(LitModule):
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
             with StepLR as the PyTorch tutorial, or :class:`WarmupSchedule` (``interval: step``).
         d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
-        max_len, init_range: the architecture (:class:`TransformerConfig`). They live at ``model.*`` so that
-        sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
+        max_len, init_range: the architecture (:class:`TransformerConfig`). They live at
+        ``model.*`` so that sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
         compile: ``torch.compile`` the network in place (see :class:`LitModule`).
     """
 
