@@ -38,29 +38,31 @@ left() {
     echo $((s > 0 ? s : 1))
 }
 
-# job NAME TRAIN_SECONDS ARGS...: train.py in the background; training stops after TRAIN_SECONDS
-# (Lightning's max_time, then test as usual); `timeout` kills it at the budget's end.
+# launch NAME ARGS...: train.py ARGS, its output in $LOGS/NAME.log, killed by `timeout` at the
+# budget's end; its exit status and wall time go to status.txt.
+launch() {
+    local name=$1 start
+    shift
+    start=$(date +%s)
+    timeout -s KILL "$(left)" "$PY" train.py "$@" > "$LOGS/$name.log" 2>&1
+    echo "$name rc=$? wall=$(($(date +%s) - start))s" >> "$OUT/status.txt"
+}
+
+# job NAME TRAIN_SECONDS ARGS...: one run in the background, in $LOGS/NAME/; training stops after
+# TRAIN_SECONDS (Lightning's max_time, then test as usual).
 job() {
     local name=$1 train_s=$2
     shift 2
-    (
-        start=$(date +%s)
-        timeout -s KILL "$(left)" "$PY" train.py "$@" "trainer.max_time='$(printf '00:00:%02d:%02d' $((train_s / 60)) $((train_s % 60)))'" \
-            hydra.run.dir="$LOGS/$name" > "$LOGS/$name.log" 2>&1
-        echo "$name rc=$? wall=$(($(date +%s) - start))s" >> "$OUT/status.txt"
-    ) &
+    local max_time
+    max_time=$(printf '00:00:%02d:%02d' $((train_s / 60)) $((train_s % 60)))
+    launch "$name" "$@" "trainer.max_time='$max_time'" hydra.run.dir="$LOGS/$name" &
 }
 
-# sweep NAME ARGS...: a Hydra multirun in the background, its jobs under $LOGS/NAME/.
+# sweep NAME ARGS...: a Hydra multirun (in the foreground), its jobs under $LOGS/NAME/.
 sweep() {
     local name=$1
     shift
-    (
-        start=$(date +%s)
-        timeout -s KILL "$(left)" "$PY" train.py -m "$@" hydra.sweep.dir="$LOGS/$name" \
-            > "$LOGS/$name.log" 2>&1
-        echo "$name rc=$? wall=$(($(date +%s) - start))s" >> "$OUT/status.txt"
-    )
+    launch "$name" -m "$@" hydra.sweep.dir="$LOGS/$name"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/status.txt" 2>&1
