@@ -19,6 +19,7 @@ The GPU fast path lives here too, once for every model:
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
+
+from litlab.errors import ConfigError
 
 
 def plain(value: Any) -> Any:
@@ -106,7 +109,9 @@ class LitModule(L.LightningModule):
 
     ``optimizer`` is called with the parameters (``_partial_`` is implied; fused on CUDA, see
     :func:`with_fused`); ``scheduler`` (optional) is called with the optimiser, and may carry
-    Lightning's ``interval`` / ``frequency`` keys beside its ``_target_``. ``compile`` (see
+    Lightning's ``interval`` / ``frequency`` keys beside its ``_target_``; a ``total_steps: null``
+    in it (``WarmupSchedule``, ``OneCycleLR``) becomes the fit's step count (:meth:`fit_steps`),
+    so the schedule follows ``trainer.max_epochs``. ``compile`` (see
     :func:`compile_options`) compiles the nets in place in :meth:`configure_model`.
     """
 
@@ -148,6 +153,26 @@ class LitModule(L.LightningModule):
             net.compile(**options)
         self._compiled = True
 
+    def fit_steps(self, interval: str) -> int:
+        """The optimiser steps of the whole fit, for a scheduler's ``total_steps: null``.
+
+        ``trainer.estimated_stepping_batches``: ``max_steps``, or ``max_epochs`` x training batches
+        per epoch (after ``limit_train_batches``) / ``accumulate_grad_batches``. So a cosine or
+        one-cycle schedule ends where training ends, whatever ``trainer.max_epochs`` is.
+        """
+        if interval != "step":
+            raise ConfigError(
+                f"model.scheduler.total_steps=null counts optimiser steps; it needs "
+                f"model.scheduler.interval=step, not {interval!r} (or set total_steps)"
+            )
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ConfigError(
+                "model.scheduler.total_steps=null needs a finite fit: set trainer.max_epochs or "
+                "trainer.max_steps (or set total_steps)"
+            )
+        return int(steps)
+
     def configure_optimizers(self) -> Any:
         clips = self._trainer is not None and bool(self._trainer.gradient_clip_val)
         config = with_fused(self.optimizer_config, self.device, clips_gradients=clips)
@@ -156,5 +181,7 @@ class LitModule(L.LightningModule):
             return optimizer
         config = dict(self.scheduler_config)
         lightning_keys = {k: config.pop(k) for k in ("interval", "frequency") if k in config}
+        if "total_steps" in config and config["total_steps"] is None:
+            config["total_steps"] = self.fit_steps(lightning_keys.get("interval", "epoch"))
         scheduler = build(config, _partial_=True)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **lightning_keys}}

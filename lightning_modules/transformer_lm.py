@@ -36,7 +36,8 @@ class WarmupSchedule(LRScheduler):
 
     ``decay``: ``constant`` (1), ``inverse_sqrt`` (sqrt(warmup_steps / (s + 1)) after the warm-up,
     Vaswani et al. 2017) or ``cosine`` (half a cosine from 1 to 0 between the end of the warm-up and
-    ``total_steps``). ``warmup_steps=0`` means no warm-up. Use with ``interval: step``.
+    ``total_steps``; ``total_steps: null`` in a config = the fit's optimiser steps, see
+    ``LitModule.fit_steps``). ``warmup_steps=0`` means no warm-up. Use with ``interval: step``.
     """
 
     def __init__(

@@ -6,14 +6,17 @@ import csv
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks.grad_probe import grad_norms
 from datamodules.wikitext2 import IGNORE_INDEX, WikiText2DataModule
 from lightning_modules.nets.transformer import Block, Transformer, TransformerConfig
 from lightning_modules.transformer_lm import TransformerLM, WarmupSchedule
+from litlab.errors import ConfigError
 
 TINY_ARCH = ["model.d_model=16", "model.num_heads=2", "model.d_ff=32", "model.num_layers=2"]
 TINY_DATA = ["data.batch_size=4", "data.eval_batch_size=4", "data.bptt=16"]
@@ -248,3 +251,45 @@ def test_warmup_schedule() -> None:
                             warmup_steps=2, decay="cosine", total_steps=12)  # fmt: skip
     assert [cosine.factor(s) for s in (0, 1, 2, 7, 12)] == pytest.approx([0.5, 1, 1, 0.5, 0])
     assert WarmupSchedule(opt, 0).factor(0) == 1.0
+
+
+def fit_tiny_lm(scheduler: dict, **trainer_args) -> tuple[L.Trainer, TransformerLM]:
+    """A 2-layer LM fitted on random tokens (no data files) with the given scheduler config."""
+    tokens = torch.randint(0, 50, (12, 9))
+    loader = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=2)
+    model = TransformerLM(
+        vocab_size=50, d_model=16, num_heads=2, d_ff=24, num_layers=2,
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-3}, scheduler=scheduler,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, **trainer_args,
+    )  # fmt: skip
+    trainer.fit(model, loader)
+    return trainer, model
+
+
+COSINE = {
+    "_target_": "lightning_modules.transformer_lm.WarmupSchedule", "warmup_steps": 2,
+    "decay": "cosine", "total_steps": None, "interval": "step",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("trainer_args", "steps"),
+    [({"max_epochs": 2, "limit_train_batches": 4}, 8), ({"max_steps": 5, "max_epochs": -1}, 5),
+     ({"max_epochs": 3, "accumulate_grad_batches": 2}, 9)],
+)  # fmt: skip
+def test_total_steps_null_is_the_fits_optimiser_steps(trainer_args: dict, steps: int) -> None:
+    """total_steps: null -> trainer.estimated_stepping_batches: the cosine ends where training ends."""
+    trainer, model = fit_tiny_lm(COSINE, **trainer_args)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.total_steps == steps == trainer.global_step
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_total_steps_null_needs_a_step_interval_and_a_finite_fit() -> None:
+    with pytest.raises(ConfigError, match="interval=step, not 'epoch'"):
+        fit_tiny_lm(COSINE | {"interval": "epoch"}, max_epochs=1)
+    with pytest.raises(ConfigError, match="needs a finite fit"):
+        fit_tiny_lm(COSINE, max_epochs=-1, max_steps=-1)
