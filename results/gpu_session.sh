@@ -10,12 +10,9 @@
 # DATA_DIR must hold MNIST/raw and wikitext-2/ (default: ../shared/data). OUT (optional): a folder
 # that receives logs_{lm,vae,ln}.tgz (the run folders without checkpoints) and status.txt.
 set -u
-T0=$(date +%s)
 LOGS=logs/gpu
 OUT=${OUT:-$LOGS}
-mkdir -p "$LOGS" "$OUT"
-export DATA_DIR=${DATA_DIR:-../shared/data} OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
-PY=${PYTHON:-python3}
+export DATA_DIR=${DATA_DIR:-../shared/data}
 
 if [[ ${SMOKE:-0} == 1 ]]; then
     BUDGET=${BUDGET:-900}
@@ -32,42 +29,8 @@ else
     DEPTHS=1,2,4,8,16,32
 fi
 
-# seconds left of the budget, at least 1 (`timeout 0` would mean no limit at all)
-left() {
-    local s=$((BUDGET - ($(date +%s) - T0)))
-    echo $((s > 0 ? s : 1))
-}
-
-# launch NAME ARGS...: train.py ARGS, its output in $LOGS/NAME.log, killed by `timeout` at the
-# budget's end; its exit status and wall time go to status.txt.
-launch() {
-    local name=$1 start
-    shift
-    start=$(date +%s)
-    timeout -s KILL "$(left)" "$PY" train.py "$@" > "$LOGS/$name.log" 2>&1
-    echo "$name rc=$? wall=$(($(date +%s) - start))s" >> "$OUT/status.txt"
-}
-
-# job NAME TRAIN_SECONDS ARGS...: one run in the background, in $LOGS/NAME/; training stops after
-# TRAIN_SECONDS (Lightning's max_time, then test as usual).
-job() {
-    local name=$1 train_s=$2
-    shift 2
-    local max_time
-    max_time=$(printf '00:00:%02d:%02d' $((train_s / 60)) $((train_s % 60)))
-    launch "$name" "$@" "trainer.max_time='$max_time'" hydra.run.dir="$LOGS/$name" &
-}
-
-# sweep NAME ARGS...: a Hydra multirun (in the foreground), its jobs under $LOGS/NAME/.
-sweep() {
-    local name=$1
-    shift
-    launch "$name" -m "$@" hydra.sweep.dir="$LOGS/$name"
-}
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/status.txt" 2>&1
-"$PY" -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" \
-    >> "$OUT/status.txt" 2>&1
+source results/gpu_lib.sh
+device_facts
 
 # Issue 4: the PyTorch tutorial's Transformer (3 epochs), and three candidates for the default LM,
 # each 30 epochs of 510 steps (cosine over 15,300 steps): the config as it stands, a smaller
