@@ -4,8 +4,9 @@
 # stops with its cosine half-way (as in results/transformer_ln.md section 3) says little. So:
 #
 # 1. probe: each candidate trains PROBE_STEPS steps and validates once, all at the same time (the
-#    same sharing of the GPU as step 2); its time/fit_s, scaled to an epoch's steps, overestimates
-#    the seconds per epoch (the probe's validation and start-up count in full);
+#    same sharing of the GPU as step 2); its training time scaled to an epoch's steps, plus the rest
+#    of its fit (validation, gradient probe at init, sanity check), is the seconds per epoch, a
+#    slight overestimate;
 # 2. train: each candidate with trainer.max_epochs = the epochs that fit in the time left, and its
 #    cosine over exactly those steps (model.scheduler.total_steps: null); trainer.max_time guards;
 #    the best checkpoint (weights only) is tested on non-overlapping windows, as pytorch/examples;
@@ -32,8 +33,9 @@ else
     BUDGET=${BUDGET:-540}  # seconds from start to the last process's end
     TR=(trainer=gpu)
     # 510 steps per epoch at the default batch 32 x bptt 128; at most the config's 40 epochs;
-    # RESERVE: seconds kept for start-up, the final tests and the sliding-window tests
-    PROBE_STEPS=200 STEPS_PER_EPOCH=510 MAX_EPOCHS=40 RESERVE=110
+    # RESERVE: seconds kept for the start-up before fitting, the final tests and the sliding-window
+    # tests
+    PROBE_STEPS=300 STEPS_PER_EPOCH=510 MAX_EPOCHS=40 RESERVE=130
     TINY=()
 fi
 
@@ -61,7 +63,11 @@ for i in "${!NAMES[@]}"; do
     epochs=$("$PY" - "$LOGS/probe_$name/metrics.csv" "$train_s" <<PYEOF
 import math, sys
 from analysis.run_summary import last_values
-epoch_s = last_values(sys.argv[1])["time/fit_s"] * $STEPS_PER_EPOCH / $PROBE_STEPS
+probe = last_values(sys.argv[1])
+# training seconds scaled to an epoch's steps, plus everything else of the fit (the validation,
+# the gradient probe at init, the sanity check) counted once per epoch
+steps_s, fit_s = probe["time/epoch_s"], probe["time/fit_s"]
+epoch_s = steps_s * $STEPS_PER_EPOCH / $PROBE_STEPS + fit_s - steps_s
 print(max(1, min($MAX_EPOCHS, math.floor(int(sys.argv[2]) / epoch_s))))
 PYEOF
     )
