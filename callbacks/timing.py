@@ -9,7 +9,11 @@ import lightning as L
 
 class EpochTimer(L.Callback):
     """Logs ``time/epoch_s`` (training epoch, validation excluded; mean over DDP ranks) and
-    ``time/fit_s``."""
+    ``time/fit_s``.
+
+    An epoch's clock stops at the validation that follows its last batch, or at its end when none
+    does; validations inside the epoch (``trainer.val_check_interval`` < 1) run on its clock.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,7 +27,8 @@ class EpochTimer(L.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and self._epoch_start:
+        # a validation inside the epoch (trainer.val_check_interval < 1) does not end it
+        if not trainer.sanity_checking and trainer.is_last_batch and self._epoch_start:
             self._record(pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
