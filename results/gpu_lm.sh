@@ -26,7 +26,7 @@ export DATA_DIR=${DATA_DIR:-../shared/data}
 if [[ ${SMOKE:-0} == 1 ]]; then
     BUDGET=${BUDGET:-600}
     TR=(trainer=cpu trainer.limit_val_batches=1 trainer.limit_test_batches=1
-        callbacks.grad_probe.init_batches=1)
+        callbacks.grad_probe.init_batches=1 model.d_model=16 model.d_ff=32 model.num_layers=1)
     PROBE_STEPS=2 STEPS_PER_EPOCH=2 MAX_EPOCHS=2 RESERVE=120
     TINY=(trainer.limit_train_batches=2)
 else
