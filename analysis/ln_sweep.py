@@ -14,7 +14,9 @@ Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` wri
 * ``layer_grad_norms.{png,csv}``: per-layer gradient norms at init (attention output W^O, FFN W_1,
   W_2) vs layer index for the deepest model (Xiong et al. 2020, Figure 3);
 * ``loss_curves.{png,csv}``: training loss vs step for the deepest model, per placement, with and
-  without warm-up when the sweeps hold both (mean over seeds).
+  without warm-up when the sweeps hold both (mean over seeds); the figure marks the validation
+  losses too, and ``val_curves.csv`` lists them (several per job with
+  ``trainer.val_check_interval`` < 1, else one at the end).
 
 At-init figures count each (placement, depth, seed) once, preferring a job without warm-up
 (initialisation does not depend on it), so several sweeps can be passed together.
@@ -52,11 +54,16 @@ class Job:
     warmup_steps: int
     init: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (name, layer) -> norm
     loss_steps: list[tuple[int, float]] = field(default_factory=list)
-    val_loss: float | None = None
+    val_steps: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def embedding(self) -> float:
         return self.init[("embedding", None)]
+
+    @property
+    def val_loss(self) -> float | None:
+        """The last validation loss, None when the job never validated."""
+        return self.val_steps[-1][1] if self.val_steps else None
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -99,7 +106,7 @@ def load_job(folder: Path) -> Job | None:
             if row.get("train/loss_step"):
                 job.loss_steps.append((int(row["step"]), float(row["train/loss_step"])))
             if row.get("val/loss"):
-                job.val_loss = float(row["val/loss"])
+                job.val_steps.append((int(row["step"]), float(row["val/loss"])))
     return job
 
 
@@ -233,12 +240,13 @@ def plot_layers(rows: Sequence[tuple], depth: int):
     return fig
 
 
-def loss_rows(jobs: Sequence[Job], depth: int) -> list[tuple]:
-    """(placement, warm-up steps, depth, step, n seeds, mean loss) for one depth."""
+def loss_rows(jobs: Sequence[Job], depth: int, curve: str = "loss_steps") -> list[tuple]:
+    """(placement, warm-up steps, depth, step, n seeds, mean loss) for one depth; ``curve``:
+    ``loss_steps`` (training loss) or ``val_steps`` (validation loss)."""
     curves: dict[tuple[bool, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
         if job.num_layers == depth:
-            for step, loss in job.loss_steps:
+            for step, loss in getattr(job, curve):
                 curves[(job.norm_first, job.warmup_steps)][step].append(loss)
     rows = []
     for (norm_first, warmup), by_step in sorted(curves.items()):
@@ -255,8 +263,11 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
     return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
-def plot_losses(rows: Sequence[tuple], depth: int, window: int = 5):
-    """Loss vs step per (placement, warm-up): raw means faint, running mean of ``window`` bold."""
+def plot_losses(
+    rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (), window: int = 5
+):
+    """Loss vs step per (placement, warm-up): raw means faint, running mean of ``window`` bold,
+    validation losses (``val_rows``, same layout) as markers on the same line style."""
     fig, ax = plt.subplots(figsize=(6, 4))
     settings = sorted({(r[0], r[1]) for r in rows})
     for placement, warmup in settings:
@@ -267,8 +278,12 @@ def plot_losses(rows: Sequence[tuple], depth: int, window: int = 5):
         style = dict(color=COLORS[norm_first], linestyle="--" if warmup else "-")
         ax.plot(steps, losses, alpha=0.25, linewidth=0.8, **style)
         ax.plot(steps, running_mean(losses, window), label=label, **style)
+        val = [r for r in val_rows if r[0] == placement and r[1] == warmup]
+        if val:
+            ax.plot([r[3] for r in val], [r[5] for r in val], marker="o", markersize=5,
+                    label=f"{label}: validation", **style)  # fmt: skip
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel(f"training loss (running mean of {window} logged steps)")
+    ax.set_ylabel(f"loss (training: running mean of {window} logged steps)")
     ax.set_title(f"training loss, {depth} layers, same peak learning rate")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -331,7 +346,15 @@ def report(
             ["placement", "warmup_steps", "num_layers", "step", "n_seeds", "mean_loss"],
             rows,
         )
-        paths["loss_png"] = save_figure(plot_losses(rows, loss_depth), out / "loss_curves.png")
+        val_rows = loss_rows(jobs, loss_depth, "val_steps")
+        paths["val_csv"] = write_csv(
+            out / "val_curves.csv",
+            ["placement", "warmup_steps", "num_layers", "step", "n_seeds", "mean_val_loss"],
+            val_rows,
+        )
+        paths["loss_png"] = save_figure(
+            plot_losses(rows, loss_depth, val_rows), out / "loss_curves.png"
+        )
     print(f"{len(jobs)} jobs -> {out}")
     print(markdown_ratio_table(ratios))
     return paths

@@ -75,8 +75,11 @@ def fake_job(folder: Path, norm_first: bool, layers: int, seed: int, emb: float,
     rows = ["phase,step,name,layer,norm", f"init,0,embedding,,{emb}"]
     rows += [f"init,0,ffn_out,{i},{emb * (i + 1)}" for i in range(layers)]
     (folder / "grad_norms.csv").write_text("\n".join(rows) + "\n")
-    losses = [f",{step},{10 - step / (1 + warmup)}" for step in range(0, 10, 2)]
-    (folder / "metrics.csv").write_text("epoch,step,train/loss_step\n" + "\n".join(losses) + "\n")
+    losses = [f",{step},{10 - step / (1 + warmup)}," for step in range(0, 10, 2)]
+    vals = [f"0,{step},,{9 - step / (1 + warmup) + seed}" for step in (4, 9)]  # two validations
+    (folder / "metrics.csv").write_text(
+        "epoch,step,train/loss_step,val/loss\n" + "\n".join(losses + vals) + "\n"
+    )
 
 
 def test_report_aggregates_seeds_and_warmup(tmp_path: Path) -> None:
@@ -98,6 +101,12 @@ def test_report_aggregates_seeds_and_warmup(tmp_path: Path) -> None:
     assert float(ratio["pre_over_post"]) == pytest.approx(1000)
     curves = {(r["placement"], r["warmup_steps"]) for r in read_csv(paths["loss_csv"])}
     assert curves == {("post-LN", "0"), ("pre-LN", "0"), ("post-LN", "100")}
+    val = read_csv(paths["val_csv"])  # every validation, mean over the seeds: 9 - 4 + (0 + 1) / 2
+    pre_at_4 = next(r for r in val if r["placement"] == "pre-LN" and r["step"] == "4")
+    assert pre_at_4["n_seeds"] == "2" and float(pre_at_4["mean_val_loss"]) == pytest.approx(5.5)
+    assert len(val) == 6  # 3 settings x 2 validations
+    jobs = {r["folder"]: r for r in read_csv(paths["jobs"])}
+    assert float(jobs["1_pre"]["val_loss"]) == pytest.approx(1)  # the last validation: 9 - 9 + 1
     assert "| 4 | 0.0002 | 0.2 | 1e+03 |" in markdown_ratio_table([(4, 2e-4, 0.2, 1000.0)])
     with pytest.raises(FileNotFoundError, match="no finished"):
         report([tmp_path / "out"])
