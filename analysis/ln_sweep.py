@@ -263,9 +263,7 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
     return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
-def plot_losses(
-    rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (), window: int = 5
-):
+def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (), window: int = 5):
     """Loss vs step per (placement, warm-up): raw means faint, running mean of ``window`` bold,
     validation losses (``val_rows``, same layout) as markers on the same line style."""
     fig, ax = plt.subplots(figsize=(6, 4))
