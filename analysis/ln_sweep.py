@@ -14,7 +14,8 @@ Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` wri
 * ``layer_grad_norms.{png,csv}``: per-layer gradient norms at init (attention output W^O, FFN W_1,
   W_2) vs layer index for the deepest model (Xiong et al. 2020, Figure 3);
 * ``loss_curves.{png,csv}``: training loss vs step for the deepest model, per placement, with and
-  without warm-up when the sweeps hold both (mean over seeds); the figure marks the validation
+  without warm-up when the sweeps hold both (mean over seeds of the same placement, warm-up and
+  learning rate; jobs at several learning rates give several curves); the figure marks the validation
   losses too, and ``val_curves.csv`` lists them (several per job with
   ``trainer.val_check_interval`` < 1, else one at the end).
 
@@ -52,6 +53,7 @@ class Job:
     num_layers: int
     seed: int | None
     warmup_steps: int
+    lr: float | None = None  # the optimiser's (peak) learning rate
     init: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (name, layer) -> norm
     loss_steps: list[tuple[int, float]] = field(default_factory=list)
     val_steps: list[tuple[int, float]] = field(default_factory=list)
@@ -92,6 +94,7 @@ def load_job(folder: Path) -> Job | None:
         num_layers=int(model["num_layers"]),
         seed=cfg.get("seed"),
         warmup_steps=warmup_of(model.get("scheduler")),
+        lr=(model.get("optimizer") or {}).get("lr"),
     )
     for row in read_rows(probe):
         if row["phase"] == "init":
@@ -240,20 +243,27 @@ def plot_layers(rows: Sequence[tuple], depth: int):
     return fig
 
 
+def setting(key: tuple) -> tuple:
+    """Sort key of a (placement, warm-up, lr) curve; a job without an lr in its config sorts first."""
+    placement, warmup, lr = key
+    return (str(placement), warmup, lr if lr is not None else -1.0)
+
+
 def loss_rows(jobs: Sequence[Job], depth: int, curve: str = "loss_steps") -> list[tuple]:
-    """(placement, warm-up steps, depth, step, n seeds, mean loss) for one depth; ``curve``:
-    ``loss_steps`` (training loss) or ``val_steps`` (validation loss)."""
-    curves: dict[tuple[bool, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """(placement, warm-up steps, peak lr, depth, step, n seeds, mean loss) for one depth;
+    ``curve``: ``loss_steps`` (training loss) or ``val_steps`` (validation loss). Jobs are averaged
+    only with jobs of the same placement, warm-up and learning rate (their other seeds)."""
+    curves: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
         if job.num_layers == depth:
             for step, loss in getattr(job, curve):
-                curves[(job.norm_first, job.warmup_steps)][step].append(loss)
+                curves[(job.norm_first, job.warmup_steps, job.lr)][step].append(loss)
     rows = []
-    for (norm_first, warmup), by_step in sorted(curves.items()):
+    for (norm_first, warmup, lr), by_step in sorted(curves.items(), key=lambda kv: setting(kv[0])):
         for step in sorted(by_step):
             vals = by_step[step]
             rows.append(
-                (PLACEMENTS[norm_first], warmup, depth, step, len(vals), statistics.fmean(vals))
+                (PLACEMENTS[norm_first], warmup, lr, depth, step, len(vals), statistics.fmean(vals))
             )
     return rows
 
@@ -263,28 +273,38 @@ def running_mean(values: Sequence[float], window: int) -> list[float]:
     return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (), window: int = 5):
-    """Loss vs step per (placement, warm-up): raw means faint, running mean of ``window`` bold,
-    validation losses (``val_rows``, same layout) as markers on the same line style."""
+    """Loss vs step per (placement, warm-up, lr): raw means faint, running mean of ``window`` bold,
+    validation losses (``val_rows``, same layout) as markers; colour = placement, line style =
+    (warm-up, lr)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    settings = sorted({(r[0], r[1]) for r in rows})
-    for placement, warmup in settings:
-        sel = [r for r in rows if r[0] == placement and r[1] == warmup]
+    settings = sorted({r[:3] for r in rows}, key=setting)
+    schedules = sorted({r[1:3] for r in rows}, key=lambda s: setting(("", *s)))
+    one_lr = len({r[2] for r in rows}) == 1
+    for placement, warmup, lr in settings:
+        sel = [r for r in rows if r[:3] == (placement, warmup, lr)]
         norm_first = placement == PLACEMENTS[True]
         label = f"{placement}, " + (f"warm-up {warmup} steps" if warmup else "no warm-up")
-        steps, losses = [r[3] for r in sel], [r[5] for r in sel]
-        style = dict(color=COLORS[norm_first], linestyle="--" if warmup else "-")
+        if not one_lr:
+            label += f", lr {lr:g}" if lr is not None else ", lr not in config"
+        steps, losses = [r[4] for r in sel], [r[6] for r in sel]
+        linestyle = LINESTYLES[schedules.index((warmup, lr)) % len(LINESTYLES)]
+        style = dict(color=COLORS[norm_first], linestyle=linestyle)
         ax.plot(steps, losses, alpha=0.25, linewidth=0.8, **style)
         ax.plot(steps, running_mean(losses, window), label=label, **style)
-        val = [r for r in val_rows if r[0] == placement and r[1] == warmup]
+        val = [r for r in val_rows if r[:3] == (placement, warmup, lr)]
         if val:
-            ax.plot([r[3] for r in val], [r[5] for r in val], marker="o", markersize=5,
+            ax.plot([r[4] for r in val], [r[6] for r in val], marker="o", markersize=5,
                     label=f"{label}: validation", **style)  # fmt: skip
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(f"loss (training: running mean of {window} logged steps)")
-    ax.set_title(f"training loss, {depth} layers, same peak learning rate")
+    same = f"peak lr {rows[0][2]:g}" if one_lr and rows and rows[0][2] else "per setting"
+    ax.set_title(f"loss, {depth} layers, {same}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     return fig
 
 
@@ -306,9 +326,9 @@ def report(
     paths: dict[str, Path] = {}
     paths["jobs"] = write_csv(
         out / "jobs.csv",
-        ["folder", "placement", "num_layers", "seed", "warmup_steps", "embedding_grad_init",
+        ["folder", "placement", "num_layers", "seed", "warmup_steps", "lr", "embedding_grad_init",
          "last_train_loss", "val_loss"],
-        [(j.folder.name, PLACEMENTS[j.norm_first], j.num_layers, j.seed, j.warmup_steps,
+        [(j.folder.name, PLACEMENTS[j.norm_first], j.num_layers, j.seed, j.warmup_steps, j.lr,
           j.embedding, j.loss_steps[-1][1] if j.loss_steps else "",
           "" if j.val_loss is None else j.val_loss) for j in jobs],
     )  # fmt: skip
@@ -341,13 +361,13 @@ def report(
         rows = loss_rows(jobs, loss_depth)
         paths["loss_csv"] = write_csv(
             out / "loss_curves.csv",
-            ["placement", "warmup_steps", "num_layers", "step", "n_seeds", "mean_loss"],
+            ["placement", "warmup_steps", "lr", "num_layers", "step", "n_seeds", "mean_loss"],
             rows,
         )
         val_rows = loss_rows(jobs, loss_depth, "val_steps")
         paths["val_csv"] = write_csv(
             out / "val_curves.csv",
-            ["placement", "warmup_steps", "num_layers", "step", "n_seeds", "mean_val_loss"],
+            ["placement", "warmup_steps", "lr", "num_layers", "step", "n_seeds", "mean_val_loss"],
             val_rows,
         )
         paths["loss_png"] = save_figure(

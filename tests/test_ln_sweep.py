@@ -67,11 +67,13 @@ def test_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
 
 
 def fake_job(folder: Path, norm_first: bool, layers: int, seed: int, emb: float,
-             warmup: int = 0) -> None:  # fmt: skip
+             warmup: int = 0, lr: float | None = None) -> None:  # fmt: skip
     folder.mkdir(parents=True)
     scheduler = {"warmup_steps": warmup} if warmup else None
-    OmegaConf.save({"seed": seed, "model": {"norm_first": norm_first, "num_layers": layers,
-                                            "scheduler": scheduler}}, folder / "config.yaml")  # fmt: skip
+    model = {"norm_first": norm_first, "num_layers": layers, "scheduler": scheduler}
+    if lr is not None:
+        model["optimizer"] = {"lr": lr}
+    OmegaConf.save({"seed": seed, "model": model}, folder / "config.yaml")
     rows = ["phase,step,name,layer,norm", f"init,0,embedding,,{emb}"]
     rows += [f"init,0,ffn_out,{i},{emb * (i + 1)}" for i in range(layers)]
     (folder / "grad_norms.csv").write_text("\n".join(rows) + "\n")
@@ -90,6 +92,7 @@ def test_report_aggregates_seeds_and_warmup(tmp_path: Path) -> None:
         fake_job(sweep / f"{seed}_pre", True, 4, seed, pre)
     fake_job(warm / "0_post", False, 4, 0, 5.0, warmup=100)  # would spoil the at-init mean
     fake_job(warm / "1_post", False, 4, 1, 7.0)  # the same setting and seed again: counted once
+    fake_job(warm / "2_pre_lr", True, 4, 0, 0.1, lr=3e-3)  # another lr: a curve of its own
     (sweep / "9_failed").mkdir()
     (sweep / "9_failed" / "config.yaml").write_text("seed: 0\n")
     paths = report([sweep, warm], tmp_path / "out")
@@ -99,12 +102,15 @@ def test_report_aggregates_seeds_and_warmup(tmp_path: Path) -> None:
     assert float(post["min"]) == pytest.approx(1e-4) and float(post["max"]) == pytest.approx(3e-4)
     (ratio,) = read_csv(paths["ratio_csv"])
     assert float(ratio["pre_over_post"]) == pytest.approx(1000)
-    curves = {(r["placement"], r["warmup_steps"]) for r in read_csv(paths["loss_csv"])}
-    assert curves == {("post-LN", "0"), ("pre-LN", "0"), ("post-LN", "100")}
+    curves = {(r["placement"], r["warmup_steps"], r["lr"]) for r in read_csv(paths["loss_csv"])}
+    assert curves == {("post-LN", "0", ""), ("pre-LN", "0", ""), ("post-LN", "100", ""),
+                      ("pre-LN", "0", "0.003")}  # fmt: skip
     val = read_csv(paths["val_csv"])  # every validation, mean over the seeds: 9 - 4 + (0 + 1) / 2
-    pre_at_4 = next(r for r in val if r["placement"] == "pre-LN" and r["step"] == "4")
+    pre_at_4 = next(
+        r for r in val if r["placement"] == "pre-LN" and r["step"] == "4" and not r["lr"]
+    )
     assert pre_at_4["n_seeds"] == "2" and float(pre_at_4["mean_val_loss"]) == pytest.approx(5.5)
-    assert len(val) == 6  # 3 settings x 2 validations
+    assert len(val) == 8  # 4 settings x 2 validations
     jobs = {r["folder"]: r for r in read_csv(paths["jobs"])}
     assert float(jobs["1_pre"]["val_loss"]) == pytest.approx(1)  # the last validation: 9 - 9 + 1
     assert "| 4 | 0.0002 | 0.2 | 1e+03 |" in markdown_ratio_table([(4, 2e-4, 0.2, 1000.0)])
