@@ -280,7 +280,7 @@ def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (
     """Loss vs step per (placement, warm-up, lr): raw means faint, running mean of ``window`` bold,
     validation losses (``val_rows``, same layout) as markers; colour = placement, line style =
     (warm-up, lr)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     settings = sorted({r[:3] for r in rows}, key=setting)
     schedules = sorted({r[1:3] for r in rows}, key=lambda s: setting(("", *s)))
     one_lr = len({r[2] for r in rows}) == 1
@@ -297,14 +297,14 @@ def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (
         ax.plot(steps, running_mean(losses, window), label=label, **style)
         val = [r for r in val_rows if r[:3] == (placement, warmup, lr)]
         if val:
-            ax.plot([r[4] for r in val], [r[6] for r in val], marker="o", markersize=5,
-                    label=f"{label}: validation", **style)  # fmt: skip
+            ax.plot([r[4] for r in val], [r[6] for r in val], marker="o", markersize=5, **style)
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel(f"loss (training: running mean of {window} logged steps)")
-    same = f"peak lr {rows[0][2]:g}" if one_lr and rows and rows[0][2] else "per setting"
-    ax.set_title(f"loss, {depth} layers, {same}")
+    ax.set_ylabel(f"training loss (running mean of {window} logged steps)")
+    same = f"peak lr {rows[0][2]:g}" if one_lr and rows and rows[0][2] else "peak lr per setting"
+    ax.set_title(f"{depth} layers, {same}; dots: validation loss", fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
     return fig
 
 
