@@ -1,7 +1,10 @@
-# Shared by the GPU lease scripts (results/gpu_*.sh): source it after setting BUDGET, LOGS and OUT.
+# Shared by the GPU lease scripts (results/gpu_*.sh): source it after setting BUDGET and LOGS
+# (OUT, where status.txt and the archives go, defaults to LOGS; DATA_DIR to ../shared/data).
 # Every process gets its own log in $LOGS and is killed by `timeout` when the budget runs out, so
 # the whole script ends inside the lease; each one's exit status and wall time go to status.txt.
 T0=$(date +%s)
+OUT=${OUT:-$LOGS}
+export DATA_DIR=${DATA_DIR:-../shared/data}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 PY=${PYTHON:-python3}
 mkdir -p "$LOGS" "$OUT"
@@ -26,12 +29,19 @@ hms() {
     printf '00:%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60))
 }
 
-# job NAME TRAIN_SECONDS ARGS...: one run in the background, in $LOGS/NAME/; training stops after
-# TRAIN_SECONDS (Lightning's max_time, then test as usual).
+# run NAME ARGS...: one run in the background, in its run folder $LOGS/NAME/.
+run() {
+    local name=$1
+    shift
+    launch "$name" "$@" hydra.run.dir="$LOGS/$name" &
+}
+
+# job NAME TRAIN_SECONDS ARGS...: `run`, with training stopped after TRAIN_SECONDS (Lightning's
+# max_time, then test as usual).
 job() {
     local name=$1 train_s=$2
     shift 2
-    launch "$name" "$@" "trainer.max_time='$(hms "$train_s")'" hydra.run.dir="$LOGS/$name" &
+    run "$name" "$@" "trainer.max_time='$(hms "$train_s")'"
 }
 
 # sweep NAME ARGS...: a Hydra multirun (in the foreground), its jobs under $LOGS/NAME/.

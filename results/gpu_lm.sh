@@ -20,8 +20,6 @@
 # logs_lm.tgz (the run folders without checkpoints), status.txt and summary.md.
 set -u
 LOGS=logs/gpu_lm
-OUT=${OUT:-$LOGS}
-export DATA_DIR=${DATA_DIR:-../shared/data}
 
 if [[ ${SMOKE:-0} == 1 ]]; then
     BUDGET=${BUDGET:-600}
@@ -52,8 +50,8 @@ LM=(model=transformer_lm "${TR[@]}" callbacks.step_checkpoint=null
     callbacks.progress_bar.refresh_rate=500)
 
 for i in "${!NAMES[@]}"; do
-    launch "probe_${NAMES[i]}" "${LM[@]}" ${EXTRA[i]} trainer.max_epochs=1 \
-        trainer.limit_train_batches=$PROBE_STEPS test=false hydra.run.dir="$LOGS/probe_${NAMES[i]}" &
+    run "probe_${NAMES[i]}" "${LM[@]}" ${EXTRA[i]} trainer.max_epochs=1 \
+        trainer.limit_train_batches=$PROBE_STEPS test=false
 done
 wait
 
@@ -79,8 +77,7 @@ wait
 for i in "${!NAMES[@]}"; do
     name=${NAMES[i]}
     best=$(ls "$LOGS/$name"/checkpoints/epoch_*.ckpt | head -n 1)
-    launch "${name}_stride64" "${LM[@]}" ${EXTRA[i]} train=false ckpt_path="$best" \
-        data.eval_stride=64 hydra.run.dir="$LOGS/${name}_stride64" &
+    run "${name}_stride64" "${LM[@]}" ${EXTRA[i]} train=false ckpt_path="$best" data.eval_stride=64
 done
 wait
 

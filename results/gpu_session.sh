@@ -11,8 +11,6 @@
 # that receives logs_{lm,vae,ln}.tgz (the run folders without checkpoints) and status.txt.
 set -u
 LOGS=logs/gpu
-OUT=${OUT:-$LOGS}
-export DATA_DIR=${DATA_DIR:-../shared/data}
 
 if [[ ${SMOKE:-0} == 1 ]]; then
     BUDGET=${BUDGET:-900}
