@@ -46,10 +46,10 @@ tensorboard: install ## Open TensorBoard on every run and sweep under logs/
 	$(BIN)/tensorboard --logdir logs/
 
 kl-curve: install ## Report Q3: plot x -> -log x + (x^2 - 1)/2 into results/
-	$(BIN)/python -m analysis.kl_curve --out results/figures/kl_curve.png
+	$(BIN)/python -m litlab.analysis.kl_curve --out results/figures/kl_curve.png
 
 ln-report: install ## LN-placement figures + CSV from a sweep folder: make ln-report SWEEP=logs/ln_placement/multiruns/<date>
-	$(BIN)/python -m analysis.ln_sweep $(SWEEP) $(ARGS)
+	$(BIN)/python -m litlab.analysis.ln_sweep $(SWEEP) $(ARGS)
 
 clean: ## Remove caches and build files (keeps .venv, logs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from litlab.errors import RunError, describe
-from litlab.plotting import write_csv
+from litlab.files import write_csv
 
 log = logging.getLogger(__name__)
 HEADER = ("job", "status", "overrides", "run_dir", "error")

@@ -5,7 +5,6 @@ Every study's callback calls these; each is tested on small inputs.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,15 +40,6 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8) -> t
     return grid
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
-    """Write rows under a header to a CSV file, atomically."""
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return Path(path)
-
-
 def plot_curves(
     series: Series, xlabel: str, ylabel: str, title: str = "", logy: bool = False
 ) -> Figure:
@@ -71,3 +61,20 @@ def plot_curves(
 def series_to_rows(series: Series) -> list[tuple[str, float, float]]:
     """Flatten ``{name: (xs, ys)}`` into ``(name, x, y)`` rows for a CSV file."""
     return [(name, x, y) for name, (xs, ys) in series.items() for x, y in zip(xs, ys, strict=True)]
+
+
+def plot_attention(
+    attention: torch.Tensor, source: Sequence[str], output: Sequence[str], title: str = ""
+) -> Figure:
+    """Heat-map of attention weights: one row per output token, one column per source token."""
+    weights = attention.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(source), 1.0 + 0.45 * len(output)))
+    image = ax.imshow(weights, cmap="bone", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), labels=list(source), rotation=60, ha="right")
+    ax.set_yticks(range(len(output)), labels=list(output))
+    ax.set_xlabel("source (French)")
+    ax.set_ylabel("output (English)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return fig

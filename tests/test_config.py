@@ -33,7 +33,7 @@ def test_command_line_accelerator_override(make_cfg) -> None:
 def test_vae_models_bring_mnist_and_their_figures(make_cfg, model: str) -> None:
     cfg = make_cfg(f"model={model}", tiny=False)
     assert cfg.data._target_ == "datamodules.mnist.MNISTDataModule"
-    assert cfg.callbacks.vae_figures._target_ == "callbacks.vae_figures.VAEFigures"
+    assert cfg.callbacks.vae_figures._target_ == "litlab.callbacks.vae_figures.VAEFigures"
     assert cfg.task_name == model
 
 

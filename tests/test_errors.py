@@ -24,7 +24,7 @@ import torch
 
 import train as train_script
 from litlab.checkpoints import load_checkpoint
-from litlab.translate import main as translate_main
+from litlab.cli.translate import main as translate_main
 from tests.conftest import SEQ2SEQ_TINY, compose_config
 
 TINY = [
@@ -286,7 +286,7 @@ def test_translate_refuses_bad_input(
     shown = " ".join(
         s if len(s) < 40 else f"'{s[:14]}...' ({len(s.split())} words)" for s in sentences
     )
-    command = f"python -m litlab.translate <ckpt> {shown}".strip()
+    command = f"python -m litlab.cli.translate <ckpt> {shown}".strip()
     MESSAGES.append((name, command + (" < image.png" if stdin else ""), err.strip()))
 
 

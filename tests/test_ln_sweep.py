@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from analysis.ln_sweep import markdown_ratio_table, report
+from litlab.analysis.ln_sweep import markdown_ratio_table, report
 from tests.conftest import run_python
 
 TINY_SWEEP = [
@@ -45,7 +45,9 @@ def test_multirun_then_report(tmp_path: Path, data_dir: Path) -> None:
     assert settings == {(1, False), (1, True), (2, False), (2, True)}
 
     out = tmp_path / "report"
-    done = run_python(["-m", "analysis.ln_sweep", str(sweep), "--out", str(out)], data_dir, 600)
+    done = run_python(
+        ["-m", "litlab.analysis.ln_sweep", str(sweep), "--out", str(out)], data_dir, 600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| 2 |" in done.stdout  # the ratio table
     for name in ("embedding_grad_vs_depth", "layer_grad_norms", "loss_curves"):

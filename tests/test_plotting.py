@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from analysis.kl_curve import kl_equal_means, main
-from litlab.plotting import plot_curves, save_figure, save_grid, series_to_rows, write_csv
+from litlab.analysis.kl_curve import kl_equal_means, main
+from litlab.files import write_csv
+from litlab.plotting import plot_curves, save_figure, save_grid, series_to_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,7 +50,7 @@ def test_kl_curve_rejects_bad_range(tmp_path: Path) -> None:
 
 
 def test_run_summary_reads_metrics_csv(tmp_path: Path) -> None:
-    from analysis.run_summary import main as summary
+    from litlab.analysis.run_summary import main as summary
 
     run = tmp_path / "run"
     run.mkdir()

@@ -1,4 +1,4 @@
-"""The shell scripts under results/ (the GPU lease scripts) parse: ``bash -n`` on each."""
+"""The shell scripts under scripts/ (the GPU lease scripts) parse: ``bash -n`` on each."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "results").glob("*.sh"))
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 
 
 def test_there_are_lease_scripts() -> None:

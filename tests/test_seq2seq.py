@@ -14,18 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from torchmetrics.functional.text import bleu_score
 
-from callbacks.seq2seq_figures import (
-    bleu_by_length,
-    plot_bleu_by_length,
-    read_bleu_csv,
-    read_curve_csv,
-)
-from callbacks.seq2seq_figures import main as figures_main
 from datamodules.eng_fra import EOS, PAD, SPECIALS, build_vocab, encode, pad
 from lightning_modules.seq2seq import Seq2Seq, token_loss
-from litlab.plotting import save_figure, write_csv
-from litlab.translate import main as translate_main
-from litlab.translate import plot_attention, png_paths
+from litlab.analysis.seq2seq_runs import main as figures_main
+from litlab.analysis.seq2seq_runs import read_bleu_csv, read_curve_csv
+from litlab.callbacks.seq2seq_figures import bleu_by_length, plot_bleu_by_length
+from litlab.cli.translate import main as translate_main
+from litlab.cli.translate import png_paths
+from litlab.files import write_csv
+from litlab.plotting import plot_attention, save_figure
 from tests.conftest import ROOT, SEQ2SEQ_TINY, run_python
 
 KINDS = ["bahdanau", "dot", "none"]
@@ -306,10 +303,10 @@ def test_checkpoint_loads_with_weights_only(trained_run: Path) -> None:
 
 @pytest.mark.slow  # a second interpreter start (~10 s CPU); the fast suite runs main() in-process
 def test_translate_command(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
-    """``python -m litlab.translate <ckpt> ...`` as a real command."""
+    """``python -m litlab.cli.translate <ckpt> ...`` as a real command."""
     ckpt = str(trained_run / "checkpoints" / "last.ckpt")
     png = tmp_path / "attn.png"
-    args = ["-m", "litlab.translate", ckpt, "je suis plus grand que mes amis .",
+    args = ["-m", "litlab.cli.translate", ckpt, "je suis plus grand que mes amis .",
             "il a peur de zorglub .", "--attention-png", str(png)]  # fmt: skip
     proc = run_python(args, data_dir, timeout=120, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from callbacks.timing import EpochTimer
+from litlab.callbacks.timing import EpochTimer
 
 SLEEP_S = 0.1
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from callbacks.figures import FigureCallback
-from litlab.plotting import plot_curves, series_to_rows, write_csv
+from litlab.callbacks.figures import FigureCallback
+from litlab.files import write_csv
+from litlab.plotting import plot_curves, series_to_rows
 
 
 class MetricCurves(FigureCallback):

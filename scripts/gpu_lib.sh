@@ -1,4 +1,4 @@
-# Shared by the GPU lease scripts (results/gpu_*.sh): source it after setting BUDGET and LOGS
+# Shared by the GPU lease scripts (scripts/gpu_*.sh): source it after setting BUDGET and LOGS
 # (OUT, where status.txt and the archives go, defaults to LOGS; DATA_DIR to ../shared/data).
 # Every process gets its own log in $LOGS and is killed by `timeout` when the budget runs out, so
 # the whole script ends inside the lease; each one's exit status and wall time go to status.txt.

@@ -1,7 +1,7 @@
 """Translate French sentences into English with a trained Seq2Seq checkpoint.
 
-    python -m litlab.translate <run>/checkpoints/last.ckpt "je suis plus grand que mes amis ."
-    echo "il a peur de mourir ." | python -m litlab.translate <ckpt> --attention-png attn.png
+    python -m litlab.cli.translate <run>/checkpoints/last.ckpt "je suis plus grand que mes amis ."
+    echo "il a peur de mourir ." | python -m litlab.cli.translate <ckpt> --attention-png attn.png
 
 One English line is printed per input sentence. Words outside the training vocabulary are fed as
 ``<unk>`` and listed on stderr. Every input is checked before anything is translated: input that
@@ -17,30 +17,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-
-def plot_attention(
-    attention: torch.Tensor, source: Sequence[str], output: Sequence[str], title: str = ""
-) -> Figure:
-    """Heat-map of attention weights: one row per output token, one column per source token."""
-    weights = attention.detach().float().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * len(source), 1.0 + 0.45 * len(output)))
-    image = ax.imshow(weights, cmap="bone", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(source)), labels=list(source), rotation=60, ha="right")
-    ax.set_yticks(range(len(output)), labels=list(output))
-    ax.set_xlabel("source (French)")
-    ax.set_ylabel("output (English)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return fig
 
 
 def png_paths(base: Path, count: int) -> list[Path]:
@@ -83,7 +59,7 @@ def check_sentences(sentences: Sequence[str], max_words: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m litlab.translate", description=__doc__.split("\n\n")[0]
+        prog="python -m litlab.cli.translate", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("checkpoint", help="a Seq2Seq checkpoint (.ckpt) written by train.py")
     parser.add_argument("sentences", nargs="*", help="French sentences (default: lines of stdin)")
@@ -122,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: {args.checkpoint} is not a Seq2Seq checkpoint ({first_line})", file=sys.stderr
         )
         return 1
+    from litlab.plotting import plot_attention, save_figure
+
     model.eval()
     results = model.translate(sentences, beam_size=args.beam_size)
     paths = png_paths(args.attention_png, len(results)) if args.attention_png else []
@@ -137,9 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         fig = plot_attention(result.attention, result.source_labels, result.output_labels,
                              title=f"{' '.join(result.source)} -> {result.text}")  # fmt: skip
-        paths[i].parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(paths[i], format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, paths[i])
         print(f"attention map: {paths[i]}", file=sys.stderr)
     return 0
 

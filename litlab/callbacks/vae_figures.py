@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from callbacks.figures import FigureCallback
+from litlab.callbacks.figures import FigureCallback
 
 
 class VAEFigures(FigureCallback):

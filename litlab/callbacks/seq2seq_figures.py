@@ -6,27 +6,22 @@
 * After testing, the test hypotheses are grouped by source length (words, without ``<eos>``);
   corpus BLEU-4 per group is written to ``figures/bleu_by_length.{csv,png}`` and all hypotheses to
   ``test_translations.csv``.
-* ``python -m callbacks.seq2seq_figures length OUT.png NAME=RUN_DIR ...`` draws several runs'
-  ``bleu_by_length.csv`` on one plot (attention vs no attention); ``curves`` their val BLEU per
-  epoch (teacher-forcing study).
+* ``python -m litlab.analysis.seq2seq_runs`` compares several runs' CSVs in one figure.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import lightning as L
 from torchmetrics.functional.text import bleu_score
 
-from callbacks.figures import FigureCallback
-from litlab.plotting import plot_curves, save_figure, write_csv
-from litlab.translate import plot_attention
+from litlab.callbacks.figures import FigureCallback
+from litlab.files import write_csv
+from litlab.plotting import plot_curves
 
 DEFAULT_SENTENCES = (
     "je suis plus grand que mes amis .",
@@ -51,12 +46,6 @@ def bleu_by_length(records: Sequence[tuple[int, str, str]]) -> list[tuple[int, i
         refs = [[r] for _, r in groups[length]]
         rows.append((length, len(hyps), float(bleu_score(hyps, refs, n_gram=4))))
     return rows
-
-
-def read_bleu_csv(path: str | os.PathLike) -> tuple[list[float], list[float]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [float(r["src_len"]) for r in rows], [float(r["bleu"]) for r in rows]
 
 
 def plot_bleu_by_length(series: Mapping[str, tuple[Sequence[float], Sequence[float]]]):
@@ -98,37 +87,3 @@ class Seq2SeqFigures(FigureCallback):
                         "bleu_by_length.png")  # fmt: skip
         write_csv(self.dirpath.parent / "test_translations.csv", ["src_len", "hypothesis",
                   "reference"], records)  # fmt: skip
-
-
-def read_curve_csv(path: str | os.PathLike, metric: str) -> tuple[list[float], list[float]]:
-    """One metric's ``(epochs, values)`` from a :class:`MetricCurves` CSV (metric, epoch, value)."""
-    with open(path, newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["metric"] == metric]
-    return [float(r["epoch"]) for r in rows], [float(r["value"]) for r in rows]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``length OUT NAME=RUN ...``: BLEU vs source length; ``curves OUT NAME=RUN ...``: val BLEU
-    per epoch. ``RUN`` is a run folder holding ``figures/``."""
-    parser = argparse.ArgumentParser(description="compare several Seq2Seq runs in one figure")
-    parser.add_argument("kind", choices=["length", "curves"])
-    parser.add_argument("out", type=Path, help="output PNG")
-    parser.add_argument("runs", nargs="+", help="NAME=RUN_DIR (a run folder with figures/)")
-    args = parser.parse_args(argv)
-    series = {}
-    for item in args.runs:
-        name, _, run = item.partition("=")
-        figures = Path(run) / "figures"
-        if args.kind == "length":
-            series[name] = read_bleu_csv(figures / "bleu_by_length.csv")
-        else:
-            series[name] = read_curve_csv(figures / "bleu_curves.csv", "val/bleu")
-    if args.kind == "length":
-        fig = plot_bleu_by_length(series)
-    else:
-        fig = plot_curves(series, "epoch", "val BLEU-4", title="validation BLEU per epoch")
-    save_figure(fig, args.out)
-
-
-if __name__ == "__main__":
-    main()

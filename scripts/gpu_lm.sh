@@ -13,8 +13,8 @@
 # 3. the same checkpoint tested again with sliding windows, data.eval_stride=64 (>= 64 words of
 #    context for every scored word).
 #
-#   bash results/gpu_lm.sh            # on a machine with one GPU, from the repo root
-#   SMOKE=1 bash results/gpu_lm.sh    # the same steps on CPU with tiny limits (checks the script)
+#   bash scripts/gpu_lm.sh            # on a machine with one GPU, from the repo root
+#   SMOKE=1 bash scripts/gpu_lm.sh    # the same steps on CPU with tiny limits (checks the script)
 #
 # DATA_DIR must hold wikitext-2/ (default: ../shared/data). OUT (optional): a folder that receives
 # logs_lm.tgz (the run folders without checkpoints), status.txt and summary.md.
@@ -37,7 +37,7 @@ else
     TINY=()
 fi
 
-source results/gpu_lib.sh
+source scripts/gpu_lib.sh
 device_facts
 
 # The candidates: the default as it stands, and the same with more dropout (its train/val gap at
@@ -60,7 +60,7 @@ for i in "${!NAMES[@]}"; do
     name=${NAMES[i]}
     epochs=$("$PY" - "$LOGS/probe_$name/metrics.csv" "$train_s" <<PYEOF
 import math, sys
-from analysis.run_summary import last_values
+from litlab.analysis.run_summary import last_values
 probe = last_values(sys.argv[1])
 # training seconds scaled to an epoch's steps, plus everything else of the fit (the validation,
 # the gradient probe at init, the sanity check) counted once per epoch
@@ -84,7 +84,7 @@ wait
 echo "all done after $(($(date +%s) - T0))s" >> "$OUT/status.txt"
 runs=()
 for name in "${NAMES[@]}"; do runs+=("$LOGS/$name" "$LOGS/${name}_stride64"); done
-"$PY" -m analysis.run_summary "${runs[@]}" --columns epoch train/loss val/loss val/ppl test/loss \
+"$PY" -m litlab.analysis.run_summary "${runs[@]}" --columns epoch train/loss val/loss val/ppl test/loss \
     test/ppl time/fit_s > "$OUT/summary.md" 2>&1
 tar czf "$OUT/logs_lm.tgz" --exclude='*.ckpt' "$LOGS"/*/
 ls -l "$OUT" >> "$OUT/status.txt"

@@ -4,8 +4,8 @@
 # folder under logs/gpu/, a wall-clock limit (trainer.max_time, then `timeout`) so that the whole
 # script ends inside the lease, and the folder holds its config, metrics.csv, figures and CSVs.
 #
-#   bash results/gpu_session.sh            # on a machine with one GPU, from the repo root
-#   SMOKE=1 bash results/gpu_session.sh    # the same jobs on CPU with tiny limits (checks the script)
+#   bash scripts/gpu_session.sh            # on a machine with one GPU, from the repo root
+#   SMOKE=1 bash scripts/gpu_session.sh    # the same jobs on CPU with tiny limits (checks the script)
 #
 # DATA_DIR must hold MNIST/raw and wikitext-2/ (default: ../shared/data). OUT (optional): a folder
 # that receives logs_{lm,vae,ln}.tgz (the run folders without checkpoints) and status.txt.
@@ -27,7 +27,7 @@ else
     DEPTHS=1,2,4,8,16,32
 fi
 
-source results/gpu_lib.sh
+source scripts/gpu_lib.sh
 device_facts
 
 # Issue 4: the PyTorch tutorial's Transformer (3 epochs), and three candidates for the default LM,

@@ -1,8 +1,8 @@
 """Summarise finished runs from their ``metrics.csv``: last epoch's train/val values, every test
 metric and the timing, one row per run, as a Markdown table.
 
-    python -m analysis.run_summary logs/vae_mlp_seed/runs/<run> [more run folders ...]
-    python -m analysis.run_summary <runs> --epoch 19   # train/val as logged in epoch 19 (0-based)
+    python -m litlab.analysis.run_summary logs/vae_mlp_seed/runs/<run> [more run folders ...]
+    python -m litlab.analysis.run_summary <runs> --epoch 19   # train/val as logged in epoch 19 (0-based)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 With equal means the univariate Gaussian KL reduces to f(x) = -log x + (x^2 - 1) / 2, which is
 zero only at x = 1 and grows without bound as x -> 0 or x -> infinity.
 
-    python -m analysis.kl_curve --out results/figures/kl_curve.png   # also writes kl_curve.csv
+    python -m litlab.analysis.kl_curve --out results/figures/kl_curve.png   # also writes kl_curve.csv
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from litlab.plotting import plot_curves, save_figure, write_csv
+from litlab.files import write_csv
+from litlab.plotting import plot_curves, save_figure
 
 
 def kl_equal_means(x: torch.Tensor) -> torch.Tensor:

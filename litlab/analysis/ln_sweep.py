@@ -1,6 +1,6 @@
 """Turn LayerNorm-placement sweep folders into the study's figures and tables (report Q17).
 
-    python -m analysis.ln_sweep <sweep dir> [<sweep dir> ...] [--out DIR]
+    python -m litlab.analysis.ln_sweep <sweep dir> [<sweep dir> ...] [--out DIR]
 
 Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` written by
 :class:`callbacks.grad_probe.GradProbe`, ``metrics.csv`` by the CSV logger) and writes to ``--out``
@@ -37,7 +37,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
-from litlab.plotting import save_figure, write_csv  # also selects the Agg backend
+from litlab.files import write_csv
+from litlab.plotting import save_figure  # also selects the Agg backend
 
 PLACEMENTS = {False: "post-LN", True: "pre-LN"}
 COLORS = {False: "tab:red", True: "tab:blue"}

@@ -26,8 +26,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from litlab.files import write_csv
 from litlab.loggers import tensorboard_writer
-from litlab.plotting import write_csv
 
 CSV_HEADER = ("phase", "step", "name", "layer", "norm")
 

@@ -1,0 +1,1 @@
+"""Command-line tools that use trained models (the top layer: they import the models)."""
