@@ -21,7 +21,7 @@ from torchmetrics.functional.text import bleu_score
 
 from litlab.callbacks.figures import FigureCallback
 from litlab.files import write_csv
-from litlab.plotting import plot_curves
+from litlab.plotting import plot_attention, plot_curves
 
 DEFAULT_SENTENCES = (
     "je suis plus grand que mes amis .",
