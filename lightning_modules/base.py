@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric
 
+from litlab.checkpoints import load_checkpoint
 from litlab.errors import ConfigError
+from litlab.safety import check_targets, with_current_targets
 
 
 def plain(value: Any) -> Any:
@@ -41,8 +44,9 @@ def plain(value: Any) -> Any:
 
 
 def build(config: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Instantiate a ``_target_`` config (a plain mapping or an OmegaConf node)."""
-    return instantiate(OmegaConf.create(plain(config)), **kwargs)
+    """Instantiate a ``_target_`` config (a plain mapping or an OmegaConf node); targets that
+    moved since an older checkpoint was written are renamed first (``litlab.safety.RENAMED``)."""
+    return instantiate(OmegaConf.create(with_current_targets(plain(config))), **kwargs)
 
 
 def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -126,6 +130,22 @@ class LitModule(L.LightningModule):
         self.scheduler_config = plain(scheduler)
         self.compile_config = plain(compile)
         self._compiled = False
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, safe for checkpoints from elsewhere.
+
+        The file is read with ``weights_only=True`` (no pickled code) and every ``_target_`` in
+        its stored hyperparameters (and in ``kwargs``) must be on litlab's allow-list
+        (:func:`litlab.safety.check_targets`) before anything is built.
+        """
+        checkpoint = load_checkpoint(checkpoint_path)
+        stored = checkpoint.get("hyper_parameters", {})
+        check_targets({**stored, **plain(kwargs)}, source=str(checkpoint_path))
+        kwargs.setdefault("weights_only", True)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def save_plain_hyperparameters(self, **hparams: Any) -> None:
         """Store constructor arguments as plain containers (checkpoint-safe, YAML-friendly)."""
