@@ -19,7 +19,7 @@ which stops at ``<eos>`` or after ``max_decode_length`` tokens.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,12 +28,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import BLEUScore
 
-from datamodules.eng_fra import EOS, PAD, SOS, decode, encode, normalize, pad
 from lightning_modules.base import LitModule, build, running_mean
 from litlab.errors import ConfigError
+from litlab.text import EOS, EOS_TOKEN, PAD, SOS, TextRules, Vocab, normalize, pad
 
 STAGES = ("train", "val", "test")
-DEFAULT_PREPROCESSING = {"append_eos": True, "keep_period": True, "max_length": 10}
 MAX_SOURCE_WORDS = 100  # longer inputs to translate() are truncated
 
 
@@ -129,15 +128,14 @@ class Seq2Seq(LitModule):
         self.save_plain_hyperparameters(
             encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
             src_vocab=list(src_vocab), tgt_vocab=list(tgt_vocab),
-            preprocessing={**DEFAULT_PREPROCESSING, **dict(preprocessing or {})},
+            preprocessing={**asdict(TextRules()), **dict(preprocessing or {})},
             hidden_dim=hidden_dim, num_layers=num_layers, attention=attention,
             teacher_forcing_ratio=teacher_forcing_ratio, mask_loss=mask_loss,
             label_smoothing=label_smoothing, beam_size=beam_size, length_penalty=length_penalty,
             max_decode_length=max_decode_length, compile=compile,
         )  # fmt: skip
-        self.src_vocab = list(src_vocab)
-        self.tgt_vocab = list(tgt_vocab)
-        self.src_index = {word: i for i, word in enumerate(self.src_vocab)}
+        self.src_vocab = Vocab(src_vocab)
+        self.tgt_vocab = Vocab(tgt_vocab)
         sizes = {"hidden_dim": hidden_dim, "num_layers": num_layers, "padding_idx": PAD}
         self.encoder = build(encoder, vocab_size=len(self.src_vocab), **sizes)
         self.decoder = build(decoder, vocab_size=len(self.tgt_vocab), attention=attention, **sizes)
@@ -271,7 +269,7 @@ class Seq2Seq(LitModule):
 
     def to_words(self, tokens: torch.Tensor) -> list[list[str]]:
         """Decoded id rows -> word lists (up to ``<eos>``)."""
-        return [decode(row.tolist(), self.tgt_vocab) for row in tokens]
+        return [self.tgt_vocab.decode(row.tolist()) for row in tokens]
 
     @torch.no_grad()
     def translate(
@@ -289,7 +287,7 @@ class Seq2Seq(LitModule):
             if not words:
                 results[i] = Translation([], [], [], None, [], [])
                 continue
-            todo.append((i, words, encode(words, self.src_index, pre["append_eos"])))
+            todo.append((i, words, self.src_vocab.encode(words, pre["append_eos"])))
         if todo:
             was_training = self.training
             self.eval()
@@ -297,14 +295,14 @@ class Seq2Seq(LitModule):
             tokens, attention = self.decode(src.to(self.device), mask.to(self.device), beam_size)
             self.train(was_training)
             for row, (i, words, ids) in enumerate(todo):
-                out = decode(tokens[row].tolist(), self.tgt_vocab)
+                out = self.tgt_vocab.decode(tokens[row].tolist())
                 stopped = bool((tokens[row] == EOS).any())
-                out_labels = [*out, "<eos>"] if stopped else out
-                src_labels = [*words, "<eos>"] if pre["append_eos"] else words
+                out_labels = [*out, EOS_TOKEN] if stopped else out
+                src_labels = [*words, EOS_TOKEN] if pre["append_eos"] else words
                 weights = None
                 if attention is not None:
                     weights = attention[row, : len(out_labels), : len(ids)].float().cpu()
-                unknown = [w for w in words if w not in self.src_index]
+                unknown = [w for w in words if w not in self.src_vocab]
                 results[i] = Translation(words, unknown, out, weights, src_labels, out_labels)
         return results  # type: ignore[return-value]
 

@@ -22,10 +22,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.text import Perplexity
 
-from datamodules.wikitext2 import IGNORE_INDEX
 from lightning_modules.base import LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
 from litlab.errors import ConfigError
+from litlab.text import IGNORE_INDEX
 
 STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]

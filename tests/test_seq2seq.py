@@ -14,7 +14,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from torchmetrics.functional.text import bleu_score
 
-from datamodules.eng_fra import EOS, PAD, SPECIALS, build_vocab, encode, pad
 from lightning_modules.seq2seq import Seq2Seq, token_loss
 from litlab.analysis.seq2seq_runs import main as figures_main
 from litlab.analysis.seq2seq_runs import read_bleu_csv, read_curve_csv
@@ -23,6 +22,7 @@ from litlab.cli.translate import main as translate_main
 from litlab.cli.translate import png_paths
 from litlab.files import write_csv
 from litlab.plotting import plot_attention, save_figure
+from litlab.text import EOS, PAD, SPECIALS, Vocab, pad
 from tests.conftest import ROOT, SEQ2SEQ_TINY, run_python
 
 KINDS = ["bahdanau", "dot", "none"]
@@ -45,8 +45,8 @@ PAIRS = [  # French -> English, tutorial style
     ("vous etes en retard .", "you are late ."),
     ("ils sont mes amis .", "they are my friends ."),
 ]
-SRC_VOCAB = build_vocab(fr for fr, _ in PAIRS)
-TGT_VOCAB = build_vocab(en for _, en in PAIRS)
+SRC_VOCAB = Vocab.by_frequency(fr for fr, _ in PAIRS)
+TGT_VOCAB = Vocab.by_frequency(en for _, en in PAIRS)
 
 
 def make_model(attention: str = "bahdanau", bidirectional: bool = True, hidden: int = 32,
@@ -57,17 +57,15 @@ def make_model(attention: str = "bahdanau", bidirectional: bool = True, hidden: 
         decoder={"_target_": "lightning_modules.nets.seq2seq.Decoder", "embed_dim": hidden,
                  "dropout": dropout},
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2},
-        src_vocab=SRC_VOCAB, tgt_vocab=TGT_VOCAB, hidden_dim=hidden, attention=attention,
+        src_vocab=SRC_VOCAB.words, tgt_vocab=TGT_VOCAB.words, hidden_dim=hidden, attention=attention,
         preprocessing={"append_eos": append_eos, "keep_period": True, "max_length": 10},
         **kwargs,
     )  # fmt: skip
 
 
 def make_batch(append_eos: bool = True, extra_pad: int = 0) -> tuple[torch.Tensor, ...]:
-    s_index = {w: i for i, w in enumerate(SRC_VOCAB)}
-    t_index = {w: i for i, w in enumerate(TGT_VOCAB)}
-    src = [encode(fr.split(), s_index, append_eos) for fr, _ in PAIRS]
-    tgt = [encode(en.split(), t_index, append_eos) for _, en in PAIRS]
+    src = [SRC_VOCAB.encode(fr.split(), append_eos) for fr, _ in PAIRS]
+    tgt = [TGT_VOCAB.encode(en.split(), append_eos) for _, en in PAIRS]
     src_ids, src_mask = pad(src, max(map(len, src)) + extra_pad)
     tgt_ids, tgt_mask = pad(tgt, max(map(len, tgt)) + extra_pad)
     return src_ids, src_mask, tgt_ids, tgt_mask

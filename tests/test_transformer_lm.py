@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.wikitext2 import IGNORE_INDEX, WikiText2DataModule
+from datamodules.wikitext2 import WikiText2DataModule
 from lightning_modules.nets.transformer import Block, Transformer, TransformerConfig
 from lightning_modules.transformer_lm import TransformerLM, WarmupSchedule
 from litlab.callbacks.grad_probe import grad_norms
 from litlab.errors import ConfigError
+from litlab.text import IGNORE_INDEX
 
 TINY_ARCH = ["model.d_model=16", "model.num_heads=2", "model.d_ff=32", "model.num_layers=2"]
 TINY_DATA = ["data.batch_size=4", "data.eval_batch_size=4", "data.bptt=16"]
