@@ -14,6 +14,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from litlab.builders import (
@@ -26,11 +27,13 @@ from litlab.builders import (
 from litlab.checkpoints import check_checkpoint, resolve_ckpt_path
 from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
+from litlab.rundirs import check_output_dir, register_fresh_dir
 from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
 
 log = logging.getLogger(__name__)
 register_resolvers()
+register_fresh_dir()
 # CSVLogger writes <run>/metrics.csv beside the run's other files; its "directory not empty"
 # warning is about those files, which it never touches (it only replaces its own metrics.csv).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -39,11 +42,13 @@ warnings.filterwarnings("ignore", message="Experiment logs directory .* exists a
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test the configured model; return every final metric as a float."""
     check_config(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
     if not cfg.train and not ckpt_path:
         raise ConfigError("train=false evaluates a checkpoint: pass ckpt_path=<file.ckpt>")
+    if rank_zero_only.rank == 0:  # DDP ranks > 0 write into rank 0's folder
+        check_output_dir(cfg.paths.output_dir, ckpt_path)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     facts = data_facts(datamodule)
