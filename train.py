@@ -81,10 +81,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def data_facts(datamodule: L.LightningDataModule) -> dict:
     """What the model must know about its data before it is built (vocabularies, sizes).
 
-    A datamodule that defines ``model_kwargs()`` is prepared and set up first; the keyword
-    arguments it returns are passed to the model (and so saved in its checkpoints).
+    A :class:`~datamodules.base.LitDataModule` is prepared (in every DDP process: its downloads
+    are locked, one process fetches and the others wait) and set up, and the keyword arguments of
+    its ``model_kwargs()`` are passed to the model (and so saved in its checkpoints). Any other
+    LightningDataModule tells the model nothing.
     """
-    if not hasattr(datamodule, "model_kwargs"):
+    from datamodules.base import LitDataModule  # the declared interface (instantiate imports it)
+
+    if not isinstance(datamodule, LitDataModule):
         return {}
     datamodule.prepare_data()
     datamodule.setup("fit")

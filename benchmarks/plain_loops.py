@@ -32,10 +32,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from benchmarks.clock import StepClock
-from datamodules.base import EpochShuffle
+from datamodules.samplers import EpochShuffle
 from lightning_modules.seq2seq import Seq2Seq, token_loss
 from lightning_modules.transformer_lm import TransformerLM
 from lightning_modules.vae import VAE, bernoulli_log_prob, gaussian_kl, reparameterize
+from litlab.text import SOS
 
 Batch = Any
 LossFn = Callable[[Batch, int], torch.Tensor]
@@ -256,8 +257,6 @@ def plain_setup(
         batches = tensor_batches(windows.to(device), data.batch_size, seed, lm_batch)
         loss = lm_loss(module.net)
     elif isinstance(module, Seq2Seq):
-        from datamodules.eng_fra import SOS
-
         hp = module.hparams
         nets = nn.ModuleList([module.encoder, module.decoder])
         batches = loader_batches(datamodule.train_dataloader(), device)

@@ -1,14 +1,19 @@
-"""Data held in memory as tensors and served as index slices, on the training device.
+"""The data-module interface (:class:`LitDataModule`) and its in-memory tensor kind.
 
-A subclass fills ``self.splits`` (``"train"``, ``"val"``, ``"test"`` -> :class:`IndexedTensors`) in
-``setup`` and keeps ``batch_size``, ``eval_batch_size``, ``data_on_device`` and ``num_workers``
+:class:`LitDataModule` declares what ``train.py`` asks of every data module: besides Lightning's
+``prepare_data`` / ``setup`` / loaders, :meth:`~LitDataModule.model_kwargs`, the facts the model
+must know before it is built (a vocabulary, its size), and one way to build a loader.
+
+:class:`InMemoryDataModule`: data held in memory as tensors and served as index slices, on the
+training device. A subclass fills ``self.splits`` (``"train"``, ``"val"``, ``"test"`` ->
+:class:`IndexedTensors`) in ``setup`` and keeps ``batch_size``, ``eval_batch_size``, ``data_on_device`` and ``num_workers``
 among its hyperparameters (``shuffle`` and ``shuffle_seed`` too, optionally). A batch is one
 advanced-indexing call on each tensor: no per-sample ``__getitem__``, no per-sample collate. On an
 accelerator the tensors are moved to the device once, so batches never cross the bus.
 
 The training order is a function of ``(shuffle_seed, epoch)`` only, and a run resumed from a
 mid-epoch checkpoint skips the batches it already trained on: it sees exactly the batches the
-uninterrupted run would have seen (see :class:`EpochShuffle`).
+uninterrupted run would have seen (see :mod:`datamodules.samplers`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.samplers import EpochShuffle, InOrder
 
 
 class IndexedTensors(Dataset):
@@ -45,56 +52,31 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
-class EpochShuffle(RandomSampler):
-    """A random order drawn from ``seed + epoch`` alone, so any process can replay it.
+class LitDataModule(L.LightningDataModule):
+    """A LightningDataModule as ``train.py`` uses it.
 
-    Lightning calls :meth:`set_epoch` before each epoch (under DDP it swaps this sampler for a
-    ``DistributedSampler``, which orders by ``seed + epoch`` in the same spirit). ``start``
-    skips that many items of the next pass only: a run resumed mid-epoch continues the order.
+    ``train.py`` calls ``prepare_data()`` (downloads: safe to run in every process at once, see
+    :mod:`datamodules.files`), ``setup("fit")`` and :meth:`model_kwargs` before it builds the
+    model, then hands the module to the Trainer, which calls them again (``setup`` must therefore
+    return at once when already done). Loaders are built by :meth:`loader`.
     """
 
-    def __init__(self, data_source: Dataset, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed, self.epoch, self.start = seed, 0, 0
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the model's constructor needs from the data (e.g. ``vocab_size``,
+        the vocabularies), read after ``setup("fit")``. They are stored in the model's
+        checkpoints, so plain Python values only. Default: none."""
+        return {}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(len(self.data_source), generator=generator).tolist()
-
-    def __iter__(self):
-        start, self.start = self.start, 0
-        return iter(self.order()[start:])
-
-
-class InOrder(SequentialSampler):
-    """``0, 1, ..., n-1``; ``start`` skips items of the next pass (see :class:`EpochShuffle`)."""
-
-    def __init__(self, data_source: Dataset) -> None:
-        super().__init__(data_source)
-        self.start = 0
-
-    def __iter__(self):
-        start, self.start = self.start, 0
-        return iter(range(start, len(self.data_source)))
+    def loader(self, dataset: Dataset, num_workers: int = 0, **kwargs: Any) -> DataLoader:
+        """A ``DataLoader`` over ``dataset`` (``kwargs``: sampler, batch size, collate...) with
+        its own generator: making an iterator draws no number from the global RNG, so loading
+        never changes what the model's random draws are."""
+        return DataLoader(
+            dataset, num_workers=num_workers, generator=torch.Generator().manual_seed(0), **kwargs
+        )
 
 
-def resume_position(trainer: L.Trainer | None) -> tuple[int, int]:
-    """``(epoch, training batches already done in it)`` for the train loader being built.
-
-    Non-zero only when fit restarts from a checkpoint saved in the middle of an epoch, where
-    Lightning's restored loop counters say how many batches that epoch had processed.
-    """
-    if trainer is None:
-        return 0, 0
-    loop = trainer.fit_loop
-    done = loop.epoch_loop.batch_progress.current.processed if loop.restarting else 0
-    return trainer.current_epoch, done
-
-
-class InMemoryDataModule(L.LightningDataModule):
+class InMemoryDataModule(LitDataModule):
     """Loaders over ``self.splits``; see the module docstring for what a subclass provides."""
 
     splits: dict[str, IndexedTensors]
@@ -106,14 +88,12 @@ class InMemoryDataModule(L.LightningDataModule):
         on_device = self.hparams.data_on_device and device is not None and device.type != "cpu"
         if on_device:
             dataset = self.splits[split] = dataset.to(device)
-        return DataLoader(
+        return self.loader(
             dataset,
+            num_workers=0 if on_device else self.hparams.num_workers,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=keep_batch,
-            num_workers=0 if on_device else self.hparams.num_workers,
-            # its own generator: making an iterator draws no number from the global RNG
-            generator=torch.Generator().manual_seed(0),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -123,9 +103,7 @@ class InMemoryDataModule(L.LightningDataModule):
             sampler: EpochShuffle | InOrder = EpochShuffle(dataset, self.effective_shuffle_seed())
         else:
             sampler = InOrder(dataset)
-        epoch, done = resume_position(self.trainer)
-        sampler.epoch = epoch
-        sampler.start = done * self.hparams.batch_size
+        sampler.resume(self.trainer, items_per_batch=self.hparams.batch_size)
         return self._loader("train", self.hparams.batch_size, sampler)
 
     def effective_shuffle_seed(self) -> int:

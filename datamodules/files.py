@@ -1,24 +1,118 @@
-"""Finding, downloading and verifying data files.
+"""Finding, reading, downloading and verifying data files: the one place every data module uses.
 
-Every data module resolves its files the same way: look in ``paths.data_dir`` first; if a file is
-missing and ``download`` is on, fetch it from each mirror in turn, verify its SHA-256 and move it
-into place atomically; otherwise raise :class:`DataNotFoundError` naming the folder, the files and
-how to fix it.
+Every data module resolves its files the same way: look in ``paths.data_dir`` first
+(:func:`find_file`: a file may be stored plain or gzip'd); if a file is missing and ``download``
+is on, fetch it from each mirror in turn, verify its SHA-256 and move it into place atomically
+(:func:`fetch_missing`); otherwise raise :class:`DataNotFoundError` naming the folder, the files
+and how to fix it. Files are read by :func:`read_bytes` (gzip or plain; a truncated or corrupt
+file is a :class:`DataError` naming it, never a traceback) and :func:`read_text`.
+
+Concurrent downloads are safe: under DDP every rank runs ``train.py`` (torchrun and SLURM start
+them all at once, and ``train.py`` prepares the data before the Trainer exists), so the missing
+files are fetched under an exclusive lock on the data folder (:func:`folder_lock`): the first
+process downloads, the others wait and then find the files in place. Every download writes its own
+uniquely named temporary file and renames it over the destination.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import logging
 import os
 import tempfile
-import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from litlab.errors import DataError, DataNotFoundError
 
-__all__ = ["DataError", "DataNotFoundError", "download_file", "fetch_missing", "sha256sum"]
+try:  # POSIX; elsewhere downloads are not serialised (one process per data folder, please)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DataError",
+    "DataNotFoundError",
+    "check_sha256",
+    "download_file",
+    "fetch_missing",
+    "find_file",
+    "folder_lock",
+    "mirror_url",
+    "read_bytes",
+    "read_text",
+    "sha256sum",
+]
+
+log = logging.getLogger(__name__)
+
+REDOWNLOAD = "delete it and download again"
+LOCK_NAME = ".download.lock"
+
+
+# -- finding and reading -----------------------------------------------------------------------
+def find_file(folder: Path, *names: str) -> Path | None:
+    """The first of ``folder/name`` for ``names`` that exists (in the order given), else None.
+
+    ``find_file(folder, "train.txt", "train.txt.gz")``: the plain file or its gzip'd twin.
+    """
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's content, gunzipped when its name ends in ``.gz``.
+
+    Raises :class:`DataError` naming the file when it cannot be read or decompressed: an OS error,
+    a truncated gzip stream (``EOFError``) or a corrupt deflate stream (``zlib.error``).
+    """
+    gzipped = path.suffix == ".gz"
+    try:
+        if gzipped:
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        verb = "decompress" if gzipped else "read"
+        raise DataError(f"{path}: cannot {verb} ({err}); {REDOWNLOAD}") from err
+
+
+def check_sha256(
+    where: object, digest: str, expected: str | None, remedy: str = REDOWNLOAD
+) -> None:
+    """Raise :class:`DataError` naming ``where`` when ``digest`` is not ``expected`` (None: any)."""
+    if expected is not None and digest != expected:
+        raise DataError(
+            f"{where}: sha256 of its content is {digest}, expected {expected}; {remedy}"
+        )
+
+
+def read_text(
+    path: Path, sha256: str | None = None, remedy: str = REDOWNLOAD, errors: str = "strict"
+) -> str:
+    """The file's UTF-8 text (:func:`read_bytes`), its content's SHA-256 checked when given.
+
+    An empty file, or (``errors="strict"``) one that is not UTF-8, is a :class:`DataError`;
+    ``errors="replace"`` decodes bad bytes to U+FFFD instead. ``remedy`` ends a checksum error.
+    """
+    raw = read_bytes(path)
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; {REDOWNLOAD}")
+    try:
+        text = raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start : err.start + 4]!r}); "
+            f"{REDOWNLOAD}"
+        ) from None
+    check_sha256(path, hashlib.sha256(raw).hexdigest(), sha256, remedy)
+    return text
 
 
 def sha256sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -30,10 +124,18 @@ def sha256sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest``: write a temporary file beside it, verify, then rename.
+# -- downloading -------------------------------------------------------------------------------
+def mirror_url(mirror: str, name: str) -> str:
+    """``mirror`` (a folder URL) joined with a file name."""
+    return mirror.rstrip("/") + "/" + name
 
-    A failed or interrupted download never leaves a partial ``dest`` behind.
+
+def download_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest``: write a uniquely named temporary file beside it, verify,
+    then rename.
+
+    A failed or interrupted download never leaves a partial ``dest`` behind, and two processes
+    downloading the same file never write to the same temporary file.
     Raises :class:`DataError` when the checksum does not match.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -56,43 +158,122 @@ def download_file(url: str, dest: Path, sha256: str | None, timeout: float = 30.
     return dest
 
 
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the existing ``folder`` (``flock`` on ``folder/.download.lock``) while the
+    block runs; other processes asking for it wait. Released when the block ends or the process
+    dies; the lock file is removed by its holder, and a waiter that locked a removed file retries.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed it while we waited: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+Fetch = Callable[[str, Path, str | None], object]
+
+
 def fetch_missing(
     folder: Path,
-    files: dict[str, str | None],
+    files: Mapping[str, str | None],
     mirrors: Sequence[str],
     download: bool,
     what: str,
+    *,
+    names: Callable[[str], Sequence[str]] = lambda name: (name,),
+    url: Callable[[str, str], str] = mirror_url,
+    fetch: Fetch | None = None,
+    root: Path | None = None,
 ) -> None:
-    """Make sure every name in ``files`` (name -> sha256 or None) exists in ``folder``.
+    """Make sure every file of ``files`` (name -> sha256 or None) is in ``folder``.
 
-    Missing files are downloaded from the first mirror that serves them (``mirror + name``) when
-    ``download`` is true. Raises :class:`DataNotFoundError` with an actionable message when a file
-    is still missing, and :class:`DataError` when a download fails its checksum.
+    A file counts as present when any of ``names(name)`` exists there (default: ``name`` itself).
+    Missing files are downloaded, when ``download`` is true, from the first mirror that serves
+    them: ``fetch(url(mirror, name), folder / name, sha256)`` (default: :func:`download_file`
+    from ``mirror + name``), under :func:`folder_lock`, so that concurrent processes download
+    each file once. A mirror that cannot be reached (``OSError``) is skipped; a file that fails
+    its checksum is a :class:`DataError`. Raises :class:`DataNotFoundError` naming ``what``, the
+    folder and the files looked for when a file is still missing (``root``: the data folder
+    that should hold ``folder``, named in the message).
     """
-    missing = [name for name in files if not (folder / name).is_file()]
-    if not missing:
+
+    def missing() -> list[str]:
+        return [name for name in files if find_file(folder, *names(name)) is None]
+
+    def error(still: list[str], errors: list[str] | None) -> DataNotFoundError:
+        looked_for = [other for name in still for other in names(name)]
+        return not_found(what, folder, looked_for, errors, root)
+
+    if not missing():
         return
+    if not download:
+        raise error(missing(), None)
+    fetch = fetch or download_file
     errors: list[str] = []
-    if download:
-        for name in list(missing):
+    fetched: list[str] = []
+    with ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(folder_lock(folder))
+        except OSError as err:
+            raise error(missing(), [f"cannot write to {folder}: {err}"]) from err
+        for name in missing():  # again: another process may have fetched them while we waited
             for mirror in mirrors:
-                url = mirror.rstrip("/") + "/" + name
+                source = url(mirror, name)
                 try:
-                    download_file(url, folder / name, files[name])
-                    missing.remove(name)
+                    fetch(source, folder / name, files[name])
+                    fetched.append(name)
                     break
-                except (urllib.error.URLError, OSError, TimeoutError) as err:
+                except OSError as err:  # URLError, TimeoutError, refused connections
                     if isinstance(err, PermissionError):
                         errors.append(f"cannot write to {folder}: {err}")
                         break
-                    errors.append(f"{url}: {getattr(err, 'reason', err)}")
-    if missing:
-        how = (
-            f"download failed ({'; '.join(errors[-3:])})"
-            if download
-            else "download is disabled (data.download=false)"
-        )
-        raise DataNotFoundError(
-            f"{what} files not found in {folder} (looked for {', '.join(missing)}); {how}. "
-            "Set DATA_DIR or paths.data_dir to a folder holding them, or run online to download."
-        )
+                    errors.append(f"{source}: {getattr(err, 'reason', err)}")
+        if still := missing():
+            raise error(still, errors)
+    if fetched:
+        log.info("%s: downloaded %s into %s", what, ", ".join(fetched), folder)
+
+
+def not_found(
+    what: str,
+    folder: Path,
+    names: Sequence[str],
+    errors: list[str] | None,
+    root: Path | None = None,
+) -> DataNotFoundError:
+    """The one-line error for files neither on disk nor downloaded (``errors`` None: download
+    disabled; else the download failures, the last three shown)."""
+    how = (
+        "download is disabled (data.download=false)"
+        if errors is None
+        else f"download failed ({'; '.join(errors[-3:])})"
+    )
+    return DataNotFoundError(
+        f"{what} files not found in {folder} (looked for {', '.join(names)}); {how}. "
+        f"Set DATA_DIR or paths.data_dir to a folder holding {holding(folder, root)}, "
+        "or run online to download."
+    )
+
+
+def holding(folder: Path, root: Path | None) -> str:
+    """``MNIST/raw/`` for ``<root>/MNIST/raw`` (what the data folder must hold), else "them"."""
+    try:
+        return f"{folder.relative_to(root).as_posix()}/" if root is not None else "them"
+    except ValueError:
+        return "them"

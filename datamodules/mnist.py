@@ -15,16 +15,14 @@ Pixel modes (``binarize``):
 
 from __future__ import annotations
 
-import gzip
 import struct
-import zlib
 from enum import Enum
 from pathlib import Path
 
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
-from datamodules.download import fetch_missing
+from datamodules.files import fetch_missing, read_bytes
 from litlab.errors import ConfigError, DataError
 
 MNIST_MIRRORS = (
@@ -59,11 +57,7 @@ def read_idx(path: Path, magic: int, trailing_shape: tuple[int, ...]) -> torch.T
     IDX header: a big-endian int32 magic number (2051 images, 2049 labels), then one int32 per
     dimension. Raises :class:`DataError` naming the file on any mismatch or truncation.
     """
-    try:
-        with gzip.open(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: cannot decompress ({err}); delete it and download again") from err
+    raw = read_bytes(path)
     ndim = 1 + len(trailing_shape)
     header_size = 4 * (1 + ndim)
     if len(raw) < header_size:
@@ -84,7 +78,7 @@ class MNISTDataModule(InMemoryDataModule):
     """MNIST: 55k/5k train/val split of the 60k training images (seeded), 10k test images.
 
     The training order each epoch is drawn from ``shuffle_seed + epoch`` (None: a seed drawn once
-    and kept in checkpoints); see :class:`~datamodules.base.EpochShuffle`.
+    and kept in checkpoints); see :class:`~datamodules.samplers.EpochShuffle`.
     """
 
     def __init__(
@@ -114,15 +108,18 @@ class MNISTDataModule(InMemoryDataModule):
         self.split_indices: dict[str, torch.Tensor] = {}
 
     def prepare_data(self) -> None:
-        """Download (rank 0 only) the IDX files that are missing, verifying checksums."""
-        fetch_missing(
-            self.raw_dir, MNIST_FILES, self.hparams.mirrors, self.hparams.download, "MNIST"
-        )
+        """Download the IDX files that are missing, verifying checksums (safe in every DDP
+        process at once: one downloads, the others wait; :mod:`datamodules.files`)."""
+        self._fetch(self.hparams.download)
+
+    def _fetch(self, download: bool) -> None:
+        root = self.raw_dir.parent.parent
+        fetch_missing(self.raw_dir, MNIST_FILES, self.hparams.mirrors, download, "MNIST", root=root)
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The 60k training or 10k test images ``(n, 28, 28)`` and labels ``(n,)``, uint8."""
         prefix = "train" if train else "t10k"
-        fetch_missing(self.raw_dir, MNIST_FILES, self.hparams.mirrors, False, "MNIST")
+        self._fetch(False)
         images = read_idx(
             self.raw_dir / f"{prefix}-images-idx3-ubyte.gz", IDX_IMAGES_MAGIC, (28, 28)
         )

@@ -4,7 +4,7 @@ Files: ``<data_dir>/wikitext-2/{train,valid,test}.txt`` (each may also be stored
 ``.txt.gz``), the ``wiki.*.tokens`` of Merity et al. (2016), identical to pytorch/examples'
 ``word_language_model/data/wikitext-2``. Tokenisation is pytorch/examples': split each line on
 whitespace and append ``<eos>``. The vocabulary is built from the training split in order of first
-appearance (33,278 types, ``<unk>`` and ``<eos>`` included); valid/test words outside it map to
+appearance (:meth:`litlab.text.Vocab.in_order_of_appearance`; 33,278 types, ``<unk>`` and ``<eos>`` included); valid/test words outside it map to
 ``<unk>`` (there are none in the real files).
 
 Batches: each split is one ``int64`` stream of N tokens, cut into ``n = (N - 1) // bptt`` windows
@@ -19,18 +19,15 @@ Transformer (no state is carried), so the training windows are shuffled.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import zlib
-from array import array
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
-from datamodules.download import fetch_missing
-from litlab.errors import ConfigError, DataError
+from datamodules.files import fetch_missing, find_file, read_text
+from litlab.errors import ConfigError
+from litlab.text import EOS_TOKEN, IGNORE_INDEX, Vocab
 
 WIKITEXT2_MIRRORS = (
     "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2/",
@@ -43,66 +40,24 @@ WIKITEXT2_FILES: dict[str, str] = {
     "test.txt": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
 }
 SPLIT_FILES = {"train": "train.txt", "val": "valid.txt", "test": "test.txt"}
-EOS = "<eos>"
-UNK = "<unk>"
-IGNORE_INDEX = -100  # a target that is not scored (PyTorch's convention, F.cross_entropy's default)
+NOT_WIKITEXT2 = "the file is corrupt or not WikiText-2 v1 (delete it and download again)"
 
 
-def find_file(folder: Path, name: str) -> Path | None:
+def split_file(folder: Path, name: str) -> Path | None:
     """``folder/name`` or its gzip'd twin ``folder/name.gz``, whichever exists (plain first)."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_file(folder, *stored_as(name))
 
 
-def read_text(path: Path, sha256: str | None) -> str:
-    """The file's text (gunzipped if ``.gz``), its decompressed SHA-256 checked when given."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                raw = handle.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: cannot read ({err}); delete it and download again") from err
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty; delete it and download again")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start : err.start + 4]!r}); "
-            "delete it and download again"
-        ) from None
-    if sha256 is not None and (got := hashlib.sha256(raw).hexdigest()) != sha256:
-        raise DataError(
-            f"{path}: sha256 of its content is {got}, expected {sha256}; "
-            "the file is corrupt or not WikiText-2 v1 (delete it and download again)"
-        )
-    return text
+def stored_as(name: str) -> tuple[str, str]:
+    """The names a split file may have on disk: plain or gzip'd."""
+    return name, f"{name}.gz"
 
 
 def tokenize(text: str) -> list[str]:
     """pytorch/examples' tokenisation: whitespace-split words, ``<eos>`` at the end of each line."""
     if text and not text.endswith("\n"):
         text += "\n"
-    return text.replace("\n", f" {EOS} ").split()
-
-
-def build_vocab(tokens: list[str]) -> list[str]:
-    """Word types in order of first appearance (index i <-> word i)."""
-    return list(dict.fromkeys(tokens))
-
-
-def encode(tokens: list[str], index: dict[str, int]) -> torch.Tensor:
-    """Token ids as one ``int64`` stream; words outside the vocabulary become ``<unk>``."""
-    unk = index.get(UNK)
-    if unk is None:
-        ids = array("q", map(index.__getitem__, tokens))
-    else:
-        ids = array("q", (index.get(word, unk) for word in tokens))
-    return torch.frombuffer(ids, dtype=torch.int64) if ids else torch.zeros(0, dtype=torch.int64)
+    return text.replace("\n", f" {EOS_TOKEN} ").split()
 
 
 @lru_cache(maxsize=2)
@@ -113,16 +68,15 @@ def load_corpus(folder: str, stamp: tuple) -> tuple[list[str], dict[str, torch.T
     """
     path = Path(folder)
     texts = {
-        split: read_text(find_file(path, name), WIKITEXT2_FILES.get(name))
+        split: read_text(split_file(path, name), WIKITEXT2_FILES.get(name), NOT_WIKITEXT2)
         for split, name in SPLIT_FILES.items()
     }
     train_tokens = tokenize(texts["train"])
-    vocab = build_vocab(train_tokens)
-    index = {word: i for i, word in enumerate(vocab)}
-    streams = {"train": encode(train_tokens, index)}
+    vocab = Vocab.in_order_of_appearance(train_tokens)
+    streams = {"train": vocab.tensor(train_tokens)}
     for split in ("val", "test"):
-        streams[split] = encode(tokenize(texts[split]), index)
-    return vocab, streams
+        streams[split] = vocab.tensor(tokenize(texts[split]))
+    return vocab.words, streams
 
 
 def window_count(stream: torch.Tensor, bptt: int) -> int:
@@ -211,20 +165,19 @@ class WikiText2DataModule(InMemoryDataModule):
         self.splits: dict[str, IndexedTensors] = {}
 
     def prepare_data(self) -> None:
-        """Download (rank 0 only) the split files found neither plain nor gzip'd."""
+        """Download the split files found neither plain nor gzip'd (safe in every DDP process at
+        once: one downloads, the others wait; :mod:`datamodules.files`)."""
         self._fetch(self.hparams.download)
 
     def _fetch(self, download: bool) -> None:
-        missing = {
-            name: sha for name, sha in WIKITEXT2_FILES.items() if not find_file(self.folder, name)
-        }
-        fetch_missing(self.folder, missing, self.hparams.mirrors, download, "WikiText-2")
+        fetch_missing(self.folder, WIKITEXT2_FILES, self.hparams.mirrors, download, "WikiText-2",
+                      names=stored_as, root=self.folder.parent)  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         self._fetch(False)
-        paths = [find_file(self.folder, name) for name in WIKITEXT2_FILES]
+        paths = [split_file(self.folder, name) for name in WIKITEXT2_FILES]
         stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
         self.vocab, self.streams = load_corpus(str(self.folder), stamp)
         bptt = self.hparams.bptt

@@ -5,24 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from datamodules.download import DataError, DataNotFoundError
-from datamodules.eng_fra import (
-    EOS,
-    PAD,
-    SPECIALS,
-    UNK,
-    BucketBatchSampler,
-    EngFraDataModule,
-    build_vocab,
-    normalize,
-    parse_pairs,
-    split_indices,
-)
+from datamodules.eng_fra import EngFraDataModule, parse_pairs, split_indices
+from datamodules.samplers import BucketBatchSampler
+from litlab.errors import DataError, DataNotFoundError
+from litlab.text import EOS, PAD, SPECIALS, UNK, TextRules, Vocab, normalize
 
 REAL_PAIRS_OLD_RULE = 10_599  # keep_period=true (the tutorial's older rule; our default)
 REAL_PAIRS_CURRENT_RULE = 11_445  # keep_period=false (the tutorial's current rule)
@@ -125,8 +117,8 @@ def test_vocab_from_training_split(real_dm: EngFraDataModule) -> None:
 
 
 def test_vocab_min_freq() -> None:
-    vocab = build_vocab(["a b b", "b c"], min_freq=2)
-    assert vocab == [*SPECIALS, "b"]
+    vocab = Vocab.by_frequency(["a b b", "b c"], min_freq=2)
+    assert vocab.words == [*SPECIALS, "b"]
 
 
 def test_batches_padded_masked_bucketed(real_dm: EngFraDataModule) -> None:
@@ -222,6 +214,38 @@ def test_download_from_archive_verifies_member(tmp_path: Path) -> None:
     dm.setup()
     assert dm.stats.kept == 15
     bad = EngFraDataModule(str(tmp_path / "other"), archives=[archive.as_uri()], sha256="0" * 64)
-    with pytest.raises(DataNotFoundError, match="sha256"):
+    with pytest.raises(DataError, match="sha256"):  # a wrong file is refused, as every data set's
         bad.prepare_data()
     assert not (tmp_path / "other" / "eng-fra" / "eng-fra.txt.gz").exists()
+    assert not list((tmp_path / "other" / "eng-fra").iterdir())  # no temporary file left
+
+
+def test_download_of_a_non_zip_is_a_clear_error(tmp_path: Path) -> None:
+    page = tmp_path / "data.zip"
+    page.write_text("<html>moved</html>")  # what a proxy or a moved URL serves
+    dm = EngFraDataModule(str(tmp_path / "root"), archives=[page.as_uri()])
+    with pytest.raises(DataError, match=r"data\.zip: not a zip archive holding data/eng-fra\.txt"):
+        dm.prepare_data()
+    assert not list((tmp_path / "root" / "eng-fra").iterdir())
+
+
+def test_corrupt_gzip_is_a_clear_error(tmp_path: Path, data_dir: Path) -> None:
+    """A damaged deflate stream (zlib.error) or a truncated one (EOFError): one line naming it."""
+    good = (data_dir / "eng-fra" / "eng-fra.txt.gz").read_bytes()
+    damaged = bytearray(good[:20_000])
+    damaged[5_000:5_100] = bytes(100)
+    for name, data in [("damaged", bytes(damaged)), ("truncated", good[:20_000])]:
+        (tmp_path / name / "eng-fra").mkdir(parents=True)
+        (tmp_path / name / "eng-fra" / "eng-fra.txt.gz").write_bytes(data)
+        dm = EngFraDataModule(str(tmp_path / name), download=False)
+        with pytest.raises(DataError, match=r"eng-fra\.txt\.gz: cannot decompress"):
+            dm.setup()
+
+
+def test_text_rules_defaults_are_the_config_defaults(make_cfg) -> None:
+    """The preprocessing defaults live in TextRules; the data module and its yaml agree with it."""
+    defaults = asdict(TextRules())
+    cfg = make_cfg("data=eng_fra")
+    assert {k: cfg.data[k] for k in defaults} == defaults
+    dm = EngFraDataModule()
+    assert {k: dm.hparams[k] for k in defaults} == defaults

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from datamodules.download import DataError, DataNotFoundError
 from datamodules.mnist import MNIST_FILES, MNISTDataModule, read_idx
+from litlab.errors import DataError, DataNotFoundError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.base import EpochShuffle, InOrder
+from datamodules.samplers import EpochShuffle, InOrder
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from tests.conftest import ROOT, run_python, subprocess_env
 

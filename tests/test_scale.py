@@ -25,7 +25,8 @@ from lightning.pytorch.utilities.data import _update_dataloader
 from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from datamodules.eng_fra import BucketBatchSampler, Collate, Example, PairDataset
+from datamodules.eng_fra import Collate, Example, PairDataset
+from datamodules.samplers import BucketBatchSampler
 from lightning_modules.base import compile_options, running_mean, with_fused
 from lightning_modules.vae import VAE
 from litlab.scale import lightning_starts_processes

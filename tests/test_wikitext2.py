@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.download import DataError, DataNotFoundError
 from datamodules.wikitext2 import (
-    EOS,
-    IGNORE_INDEX,
-    UNK,
     WIKITEXT2_FILES,
     WikiText2DataModule,
     sliding_windows,
     tokenize,
     windows,
 )
-from litlab.errors import ConfigError
+from litlab.errors import ConfigError, DataError, DataNotFoundError
+from litlab.text import EOS_TOKEN as EOS
+from litlab.text import IGNORE_INDEX
+from litlab.text import UNK_TOKEN as UNK
 
 # shared/data/PROVENANCE.md: tokens counting one <eos> per line
 TOKENS = {"train": 2_088_628, "val": 217_646, "test": 245_569}
