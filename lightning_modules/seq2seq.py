@@ -29,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import BLEUScore
 
 from lightning_modules.base import LitModule, build, running_mean
+from lightning_modules.nets.decoding import beam_search, greedy_decode
 from litlab.errors import ConfigError
 from litlab.text import EOS, EOS_TOKEN, PAD, SOS, TextRules, Vocab, normalize, pad
 
@@ -181,91 +182,17 @@ class Seq2Seq(LitModule):
         return torch.stack(logits, dim=1), weights
 
     # -- decoding ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def greedy_decode(
-        self, src: torch.Tensor, src_mask: torch.Tensor, max_length: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """argmax at each step until every sentence has emitted ``<eos>`` or ``max_length`` tokens.
-
-        Returns tokens ``(B, L)`` (``<pad>`` after a sentence's ``<eos>``) and attention
-        ``(B, L, S)`` or None.
-        """
-        max_length = max_length or self.hparams.max_decode_length
-        memory, state = self.encoder(src, src_mask)
-        token = src.new_full((src.shape[0],), SOS)
-        done = torch.zeros_like(token, dtype=torch.bool)
-        tokens, attention = [], []
-        for _ in range(max_length):
-            logits, state, weights = self.decoder(token, state, memory, src_mask)
-            token = logits.argmax(dim=-1).masked_fill(done, PAD)
-            tokens.append(token)
-            attention.append(weights)
-            done = done | (token == EOS)
-            if done.all():
-                break
-        weights = None if attention[0] is None else torch.stack(attention, dim=1)
-        return torch.stack(tokens, dim=1), weights
-
-    @torch.no_grad()
-    def beam_search(
-        self,
-        src: torch.Tensor,
-        src_mask: torch.Tensor,
-        beam_size: int,
-        max_length: int | None = None,
-        length_penalty: float | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Keep the ``beam_size`` best partial hypotheses by summed log-probability at each step.
-
-        A hypothesis that has emitted ``<eos>`` is finished: it only extends with ``<pad>`` at no
-        cost. Stops when all are finished or after ``max_length`` steps; the winner maximises
-        log p / length**length_penalty. With ``beam_size=1`` this is greedy decoding.
-        Same outputs as :meth:`greedy_decode`.
-        """
-        max_length = max_length or self.hparams.max_decode_length
-        alpha = self.hparams.length_penalty if length_penalty is None else length_penalty
-        k = beam_size
-        batch, src_len = src.shape
-        memory, state = self.encoder(src, src_mask)
-        memory = memory.repeat_interleave(k, dim=0)
-        mask = src_mask.repeat_interleave(k, dim=0)
-        state = state.repeat_interleave(k, dim=1)
-        scores = memory.new_zeros(batch, k)
-        scores[:, 1:] = float("-inf")  # all beams start identical: expand the first only
-        token = src.new_full((batch * k,), SOS)
-        done = torch.zeros_like(token, dtype=torch.bool)
-        seqs = src.new_zeros(batch * k, 0)
-        attention = memory.new_zeros(batch * k, 0, src_len)
-        offsets = torch.arange(batch, device=src.device).unsqueeze(1) * k
-        for _ in range(max_length):
-            logits, state, weights = self.decoder(token, state, memory, mask)
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-            vocab = log_probs.shape[-1]
-            log_probs = log_probs.masked_fill(done.unsqueeze(1), float("-inf"))
-            log_probs[:, PAD] = torch.where(done, 0.0, log_probs[:, PAD])
-            total = (scores.reshape(-1, 1) + log_probs).view(batch, k * vocab)
-            scores, flat = total.topk(k, dim=1)
-            rows = (flat // vocab + offsets).view(-1)
-            token = (flat % vocab).view(-1)
-            state = state[:, rows]
-            seqs = torch.cat([seqs[rows], token.unsqueeze(1)], dim=1)
-            if weights is not None:
-                attention = torch.cat([attention[rows], weights[rows].unsqueeze(1)], dim=1)
-            done = done[rows] | (token == EOS)
-            if done.all():
-                break
-        lengths = (seqs != PAD).sum(dim=1).clamp(min=1).view(batch, k).to(scores.dtype)
-        best = (scores / lengths.pow(alpha)).argmax(dim=1) + offsets.squeeze(1)
-        return seqs[best], (attention[best] if weights is not None else None)
-
     def decode(
         self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The configured search: greedy for ``beam_size == 1``, beam search otherwise."""
+        """The configured search (:mod:`lightning_modules.nets.decoding`): greedy for
+        ``beam_size == 1``, beam search otherwise; at most ``max_decode_length`` tokens."""
         beam_size = beam_size or self.hparams.beam_size
+        max_length = self.hparams.max_decode_length
         if beam_size == 1:
-            return self.greedy_decode(src, src_mask)
-        return self.beam_search(src, src_mask, beam_size)
+            return greedy_decode(self.encoder, self.decoder, src, src_mask, max_length)
+        return beam_search(self.encoder, self.decoder, src, src_mask, beam_size, max_length,
+                           self.hparams.length_penalty)  # fmt: skip
 
     def to_words(self, tokens: torch.Tensor) -> list[list[str]]:
         """Decoded id rows -> word lists (up to ``<eos>``)."""

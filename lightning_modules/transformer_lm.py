@@ -11,65 +11,20 @@ the split, then exp), not a mean of per-batch perplexities.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.text import Perplexity
 
 from lightning_modules.base import LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
-from litlab.errors import ConfigError
 from litlab.text import IGNORE_INDEX
 
 STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class WarmupSchedule(LRScheduler):
-    """lr(s) = base_lr * min(1, (s + 1) / warmup_steps) * decay(s), stepped every optimiser step.
-
-    ``decay``: ``constant`` (1), ``inverse_sqrt`` (sqrt(warmup_steps / (s + 1)) after the warm-up,
-    Vaswani et al. 2017) or ``cosine`` (half a cosine from 1 to 0 between the end of the warm-up and
-    ``total_steps``; ``total_steps: null`` in a config = the fit's optimiser steps, see
-    ``LitModule.fit_steps``). ``warmup_steps=0`` means no warm-up. Use with ``interval: step``.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        warmup_steps: int = 0,
-        decay: str = "constant",
-        total_steps: int | None = None,
-        last_epoch: int = -1,
-    ) -> None:
-        if decay not in ("constant", "inverse_sqrt", "cosine"):
-            raise ConfigError(f"decay={decay!r} is not one of: constant, inverse_sqrt, cosine")
-        if decay == "cosine" and not total_steps:
-            raise ConfigError("decay=cosine needs total_steps")
-        self.warmup_steps = warmup_steps
-        self.decay = decay
-        self.total_steps = total_steps
-        super().__init__(optimizer, last_epoch)
-
-    def factor(self, step: int) -> float:
-        w = self.warmup_steps
-        if w > 0 and step < w:
-            return (step + 1) / w
-        if self.decay == "inverse_sqrt":
-            return math.sqrt(max(w, 1) / (step + 1))
-        if self.decay == "cosine":
-            progress = min(1.0, (step - w) / max(1, self.total_steps - w))
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    def get_lr(self) -> list[float]:
-        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
 
 
 class TransformerLM(LitModule):
@@ -78,7 +33,8 @@ class TransformerLM(LitModule):
     Args:
         vocab_size: from the datamodule (``model_kwargs``), saved in the checkpoint.
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
-            with StepLR as the PyTorch tutorial, or :class:`WarmupSchedule` (``interval: step``).
+            with StepLR as the PyTorch tutorial, or :class:`lightning_modules.schedules.WarmupSchedule`
+            (``interval: step``).
         d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
         max_len, init_range: the architecture (:class:`TransformerConfig`). They live at
         ``model.*`` so that sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.

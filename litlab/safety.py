@@ -43,7 +43,9 @@ TORCH_TARGETS = frozenset(
 )  # fmt: skip
 
 # Classes that moved since a checkpoint was written: old `_target_` -> today's.
-RENAMED: dict[str, str] = {}
+RENAMED: dict[str, str] = {
+    "lightning_modules.transformer_lm.WarmupSchedule": "lightning_modules.schedules.WarmupSchedule",
+}
 
 
 def current_target(name: str) -> str:

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from torchmetrics.functional.text import bleu_score
 
+from lightning_modules.nets.decoding import beam_search, greedy_decode
 from lightning_modules.seq2seq import Seq2Seq, token_loss
 from litlab.analysis.seq2seq_runs import main as figures_main
 from litlab.analysis.seq2seq_runs import read_bleu_csv, read_curve_csv
@@ -112,7 +113,7 @@ def test_attention_rows_sum_to_one_on_real_tokens(attention: str) -> None:
     src, src_mask, tgt, _ = make_batch(extra_pad=3)
     with torch.no_grad():
         _, weights = model(src, src_mask, tgt)
-        _, greedy_weights = model.greedy_decode(src, src_mask)
+        _, greedy_weights = model.decode(src, src_mask, beam_size=1)
     for w in (weights, greedy_weights):
         mask = src_mask.unsqueeze(1).expand_as(w)
         torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:2]))
@@ -125,12 +126,13 @@ def test_beam_size_one_equals_greedy(attention: str) -> None:
     torch.manual_seed(1)
     model = make_model(attention, bidirectional=attention != "dot").eval()
     src, src_mask, _, _ = make_batch(extra_pad=2)
-    greedy, greedy_attn = model.greedy_decode(src, src_mask, max_length=8)
-    beam, beam_attn = model.beam_search(src, src_mask, beam_size=1, max_length=8)
+    nets = model.encoder, model.decoder
+    greedy, greedy_attn = greedy_decode(*nets, src, src_mask, max_length=8)
+    beam, beam_attn = beam_search(*nets, src, src_mask, beam_size=1, max_length=8)
     assert torch.equal(greedy, beam)
     if attention != "none":
         torch.testing.assert_close(greedy_attn, beam_attn)
-    wide, _ = model.beam_search(src, src_mask, beam_size=4, max_length=8)
+    wide, _ = beam_search(*nets, src, src_mask, beam_size=4, max_length=8)
     assert wide.shape[0] == src.shape[0]
 
 
@@ -181,7 +183,7 @@ def test_without_eos_the_decoder_runs_to_max_length() -> None:
     model = make_model(hidden=48, append_eos=False, max_decode_length=10)
     overfit(model, append_eos=False, steps=60)
     src, src_mask, _, _ = make_batch(append_eos=False)
-    tokens, _ = model.greedy_decode(src, src_mask)
+    tokens, _ = model.decode(src, src_mask, beam_size=1)
     assert tokens.shape[1] == 10 and not (tokens == EOS).any() and not (tokens == PAD).any()
     results = model.translate([fr for fr, _ in PAIRS[:2]])
     assert all(len(r.words) == 10 for r in results)

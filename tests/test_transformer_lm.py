@@ -13,10 +13,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.wikitext2 import WikiText2DataModule
+from lightning_modules.base import build
 from lightning_modules.nets.transformer import Block, Transformer, TransformerConfig
-from lightning_modules.transformer_lm import TransformerLM, WarmupSchedule
+from lightning_modules.schedules import WarmupSchedule
+from lightning_modules.transformer_lm import TransformerLM
 from litlab.callbacks.grad_probe import grad_norms
 from litlab.errors import ConfigError
+from litlab.safety import is_allowed
 from litlab.text import IGNORE_INDEX
 
 TINY_ARCH = ["model.d_model=16", "model.num_heads=2", "model.d_ff=32", "model.num_layers=2"]
@@ -254,6 +257,14 @@ def test_warmup_schedule() -> None:
     assert WarmupSchedule(opt, 0).factor(0) == 1.0
 
 
+def test_warmup_schedule_under_its_old_name() -> None:
+    """Checkpoints written before the schedule moved name ``lightning_modules.transformer_lm``."""
+    old = {"_target_": "lightning_modules.transformer_lm.WarmupSchedule", "warmup_steps": 2}
+    assert is_allowed(old["_target_"])
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert isinstance(build(old, _partial_=True)(opt), WarmupSchedule)
+
+
 def fit_tiny_lm(scheduler: dict, **trainer_args) -> tuple[L.Trainer, TransformerLM]:
     """A 2-layer LM fitted on random tokens (no data files) with the given scheduler config."""
     tokens = torch.randint(0, 50, (12, 9))
@@ -271,7 +282,7 @@ def fit_tiny_lm(scheduler: dict, **trainer_args) -> tuple[L.Trainer, Transformer
 
 
 COSINE = {
-    "_target_": "lightning_modules.transformer_lm.WarmupSchedule", "warmup_steps": 2,
+    "_target_": "lightning_modules.schedules.WarmupSchedule", "warmup_steps": 2,
     "decay": "cosine", "total_steps": None, "interval": "step",
 }  # fmt: skip
 

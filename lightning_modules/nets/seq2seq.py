@@ -2,8 +2,9 @@
 
 Shapes: batch first. Source ids ``(B, S)`` with a boolean ``mask`` ``(B, S)`` (True on real tokens,
 padding on the right); the encoder returns ``memory`` ``(B, S, H)`` and the decoder's initial state
-``(num_layers, B, H)``. The decoder runs one step at a time (teacher forcing, greedy and beam search
-all drive it from :class:`lightning_modules.seq2seq.Seq2Seq`).
+``(num_layers, B, H)``. The decoder runs one step at a time: teacher forcing drives it from
+:class:`lightning_modules.seq2seq.Seq2Seq`, greedy and beam search from
+:mod:`lightning_modules.nets.decoding`.
 """
 
 from __future__ import annotations
