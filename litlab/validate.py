@@ -1,37 +1,89 @@
-"""Config checks before anything is built: required values present, simple types right.
+"""Config checks before anything is built: required values present, types and ranges right.
 
 Every ``_target_`` node's keys are checked against the type hints of the target's signature, so
-``trainer.max_epochs=abc`` or ``model.optimizer.lr=fast`` fails at once with the key, the value
-and the expected type, instead of deep inside a training loop. Only plain hints are checked
-(``int``, ``float``, ``bool``, ``str``, ``None``, ``Literal``, unions of them, and ``Tensor``
-read as a number); anything else
-is left to the target itself.
+``trainer.max_epochs=abc``, ``model.z_dim=0`` or ``model.encoder.hidden_dims=[a,b]`` fails at once
+with the key, the value and what is expected, instead of deep inside a training loop. Understood
+hints: ``int``, ``float`` (an int passes), ``bool``, ``str``, ``None``, ``Literal``, unions of them,
+``Tensor`` (read as a number), sequences of them (``Sequence[int]``, ``list[float]``), and
+``Annotated[..., <annotated_types constraint>]`` (``Ge``, ``Gt``, ``Le``, ``Lt``, ``Interval``: the
+ranges each class declares with :mod:`litlab.ranges`). Anything else is left to the target.
+
+Targets litlab does not own (torch optimisers, the Trainer) get their ranges from
+:data:`EXTERNAL_HINTS`. Rules that tie two config values together live in :func:`check_cross`.
 """
 
 from __future__ import annotations
 
 import inspect
+import operator
 import types
 import typing
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Gt, Interval, Le, Lt
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from litlab.errors import ConfigError
+from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 PLAIN_TYPES = (int, float, bool, str, type(None))
+SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
+
+# Ranges of arguments of classes litlab does not own: target prefix -> {argument: hint}.
+EXTERNAL_HINTS: dict[str, dict[str, Any]] = {
+    "torch.optim.": {
+        "lr": PositiveFloat,
+        "weight_decay": NonNegativeFloat,
+        "momentum": NonNegativeFloat,
+        "eps": PositiveFloat,
+    },
+    "torch.optim.lr_scheduler.": {
+        "step_size": PositiveInt,
+        "gamma": PositiveFloat,
+        "T_max": PositiveInt,
+        "eta_min": NonNegativeFloat,
+    },
+    "lightning.": {
+        "max_epochs": Annotated[int, Ge(-1)] | None,
+        "min_epochs": NonNegativeInt | None,
+        "max_steps": Annotated[int, Ge(-1)],
+        "accumulate_grad_batches": PositiveInt,
+        "gradient_clip_val": NonNegativeFloat | None,
+        "log_every_n_steps": PositiveInt,
+        "check_val_every_n_epoch": PositiveInt | None,
+        "num_nodes": PositiveInt,
+        "every_n_train_steps": NonNegativeInt | None,
+        "save_top_k": Annotated[int, Ge(-1)],
+        "refresh_rate": NonNegativeInt,
+    },
+}
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for a missing mandatory value (``???``) or a mistyped value."""
+    """Raise :class:`ConfigError` for a missing mandatory value (``???``), a mistyped or
+    out-of-range value, or values that contradict each other."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config value not set: {', '.join(missing)} (give key=value)")
     for path, node in target_nodes(cfg):
         check_node(path, node)
+    check_cross(cfg)
+
+
+def check_cross(cfg: DictConfig) -> None:
+    """The rules between config values, in one place."""
+    if not cfg.get("train", True) and not cfg.get("test", True):
+        raise ConfigError("train=false test=false: nothing to do (set one of them to true)")
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    bptt, max_len = data.get("bptt"), model.get("max_len")
+    if isinstance(bptt, int) and isinstance(max_len, int) and bptt > max_len:
+        raise ConfigError(
+            f"data.bptt={bptt} is longer than model.max_len={max_len} (the positional table): "
+            "lower data.bptt or raise model.max_len"
+        )
 
 
 def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -47,63 +99,124 @@ def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
             yield from target_nodes(item, f"{path}[{index}]")
 
 
-def check_node(path: str, node: DictConfig) -> None:
-    """The node's values against the type hints of its ``_target_``'s parameters."""
+def target_hints(name: str) -> dict[str, Any]:
+    """The type hints of a ``_target_``'s parameters, its external ranges merged in."""
+    hints: dict[str, Any] = {}
     try:
-        target = get_object(node._target_)
-        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        target = get_object(name)
+        function = target.__init__ if inspect.isclass(target) else target
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception:  # noqa: BLE001  (unresolvable target or hints: the target checks itself)
-        return
-    for key, hint in hints.items():
+        pass
+    for prefix, extra in EXTERNAL_HINTS.items():
+        if name.startswith(prefix):
+            hints |= extra
+    return hints
+
+
+def check_node(path: str, node: DictConfig) -> None:
+    """The node's values against the type hints (and declared ranges) of its ``_target_``."""
+    for key, hint in target_hints(str(node._target_)).items():
         if key == "return" or key not in node:
             continue
         value = node[key]
-        allowed = plain_choices(hint)
-        if allowed is not None and not matches(value, allowed):
+        found = problem(value, hint)
+        if found is not None:
             raise ConfigError(
-                f"{path}.{key}={value!r}: expected {describe_hint(allowed)} "
-                f"({node._target_} argument '{key}')"
+                f"{path}.{key}={shown(value)}: {found} ({node._target_} argument '{key}')"
             )
 
 
-def plain_choices(hint: Any) -> tuple[Any, ...] | None:
-    """The plain types / literal values ``hint`` allows, or None when it is not that simple."""
+def shown(value: Any) -> str:
+    """A config value as the user typed it (lists as lists)."""
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    return repr(value)
+
+
+def problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for ``hint`` (``"expected int"``, ``"must be >= 1"``), or
+    None when it fits or the hint is not one this module understands."""
     origin = typing.get_origin(hint)
-    if origin is Literal:
-        return tuple(("literal", v) for v in typing.get_args(hint))
+    if origin is Annotated:
+        base, *constraints = typing.get_args(hint)
+        found = problem(value, base)
+        if found is not None:
+            return found
+        for constraint in constraints:
+            if not satisfies(value, constraint):
+                return f"must be {describe_constraint(constraint)}"
+        return None
     if origin in (typing.Union, types.UnionType):
-        choices: list[Any] = []
-        for arg in typing.get_args(hint):
-            sub = plain_choices(arg)
-            if sub is None:
-                return None
-            choices.extend(sub)
-        return tuple(choices)
+        found = [problem(value, arg) for arg in typing.get_args(hint)]
+        if any(f is None for f in found):
+            return None
+        range_problems = [f for f in found if f.startswith(("must", "item"))]
+        if range_problems:  # the value has a right type but is out of that type's range
+            return range_problems[0]
+        return "expected " + " or ".join(dict.fromkeys(f.removeprefix("expected ") for f in found))
+    if origin is Literal:
+        options = typing.get_args(hint)
+        if any(value == o and type(value) is type(o) for o in options):
+            return None
+        return f"expected one of {', '.join(map(repr, options))}"
+    if origin in SEQUENCE_ORIGINS:
+        return sequence_problem(value, typing.get_args(hint))
     if hint is torch.Tensor:  # e.g. ``lr: float | Tensor``: from a config, a number
-        return (float,)
-    return (hint,) if hint in PLAIN_TYPES else None
+        hint = float
+    if hint not in PLAIN_TYPES:
+        return None
+    return None if is_instance(value, hint) else f"expected {type_name(hint)}"
 
 
-def matches(value: Any, allowed: tuple[Any, ...]) -> bool:
-    """Whether ``value`` fits one of ``allowed`` (an int passes for a float; a bool is no int)."""
-    for choice in allowed:
-        if isinstance(choice, tuple):  # ("literal", v)
-            if value == choice[1] and type(value) is type(choice[1]):
-                return True
-        elif choice in (int, float):
-            number_types = int if choice is int else int | float
-            if isinstance(value, number_types) and not isinstance(value, bool):
-                return True
-        elif isinstance(value, choice):
-            return True
-    return False
+def sequence_problem(value: Any, args: tuple[Any, ...]) -> str | None:
+    """A list whose items fit ``args`` (``Sequence[X]``, ``tuple[X, ...]``)."""
+    if not isinstance(value, ListConfig | list | tuple):
+        return "expected a list"
+    item_hint = args[0] if args else Any
+    if item_hint is Any:
+        return None
+    for index, item in enumerate(value):
+        found = problem(item, item_hint)
+        if found is not None:
+            return f"item {index} ({item!r}) {found}"
+    return None
 
 
-def describe_hint(allowed: tuple[Any, ...]) -> str:
-    """``int or None``, ``one of '32-true', 'bf16-mixed'``: the hint in words."""
-    literals = [repr(c[1]) for c in allowed if isinstance(c, tuple)]
-    names = [
-        c.__name__ if c is not type(None) else "None" for c in allowed if not isinstance(c, tuple)
-    ]
-    parts = list(dict.fromkeys(names)) + ([f"one of {', '.join(literals)}"] if literals else [])
-    return " or ".join(parts)
+def is_instance(value: Any, kind: type) -> bool:
+    """Whether ``value`` is a ``kind`` (an int passes for a float; a bool is no number)."""
+    if kind in (int, float):
+        number_types = int if kind is int else int | float
+        return isinstance(value, number_types) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+OPERATORS = {"gt": (">", operator.gt), "ge": (">=", operator.ge), "lt": ("<", operator.lt),
+             "le": ("<=", operator.le)}  # fmt: skip
+
+
+def bounds(constraint: Any) -> list[tuple[str, Any]]:
+    """The ``(operator name, limit)`` pairs of an ``annotated_types`` bound (none for others)."""
+    if isinstance(constraint, Interval):
+        return [
+            (op, getattr(constraint, op)) for op in OPERATORS if getattr(constraint, op) is not None
+        ]
+    for kind in (Gt, Ge, Lt, Le):
+        if isinstance(constraint, kind):
+            op = kind.__name__.lower()
+            return [(op, getattr(constraint, op))]
+    return []
+
+
+def satisfies(value: Any, constraint: Any) -> bool:
+    """Whether a number meets every bound of ``constraint``."""
+    return all(OPERATORS[op][1](value, limit) for op, limit in bounds(constraint))
+
+
+def describe_constraint(constraint: Any) -> str:
+    """``>= 1``, ``>= 0 and <= 1``: a bound in words."""
+    return " and ".join(f"{OPERATORS[op][0]} {limit:g}" for op, limit in bounds(constraint))
+
+
+def type_name(kind: type) -> str:
+    return "None" if kind is type(None) else kind.__name__
