@@ -84,6 +84,9 @@ def check_checkpoint(
     parameter names and shapes must match the model's.
     """
     checkpoint = load_checkpoint(path)
+    bad = non_finite_tensor(checkpoint["state_dict"])
+    if bad is not None:
+        raise CheckpointError(f"{path}: refused, its weights are not finite: {bad}")
     stored = checkpoint.get("hyper_parameters", {})
     for key, value in data_facts.items():
         if key in stored and stored[key] != value:
@@ -108,6 +111,24 @@ def check_checkpoint(
                 f"{path} does not fit this model: {name} has shape {found[name]} there, "
                 f"{shape} here (another model size or vocabulary)"
             )
+
+
+def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating tensor holding NaN/inf, or whose norm overflows (its values
+    are too large to compute with), as ``"name (nan)"``; None when all are finite."""
+    names = [n for n, t in tensors.items() if torch.is_floating_point(t) and t.numel()]
+    if not names:
+        return None
+    values = [tensors[n].detach() for n in names]
+    norms = torch.stack([n.float() for n in torch._foreach_norm(values)])
+    finite = torch.isfinite(norms)
+    if bool(finite.all()):  # one host sync
+        return None
+    index = int((~finite).nonzero()[0])
+    kind = "nan" if bool(torch.isnan(values[index]).any()) else "inf"
+    if kind == "inf" and bool(torch.isfinite(values[index]).all()):
+        kind = "values overflowing float32"
+    return f"{names[index]} ({kind})"
 
 
 def summarize(value: Any) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -24,3 +25,20 @@ class PauseAtStep(Callback):
         if trainer.global_step == self.step:
             self.marker.write_text(str(self.step))
             time.sleep(self.seconds)
+
+
+class PoisonWeights(Callback):
+    """Before the training batch of optimiser step ``step`` (0-based), scale every weight by
+    ``factor``: that step's loss is the first non-finite one, computed with weights that a
+    checkpoint of the previous step holds unscaled (tests the NaN guard's roll-back)."""
+
+    def __init__(self, step: int, factor: float = 1e20) -> None:
+        self.step, self.factor = step, factor
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.mul_(self.factor)
