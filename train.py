@@ -7,6 +7,7 @@ checkpoint -> hyperparameters with final metrics -> return the metric a sweeper 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from litlab.builders import (
     instantiate_loggers,
     register_resolvers,
 )
-from litlab.checkpoints import check_checkpoint, resolve_ckpt_path
+from litlab.checkpoints import check_checkpoint, resolve_ckpt_path, save_final_state
 from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
-from litlab.rundirs import check_output_dir, register_fresh_dir
+from litlab.rundirs import check_given_folders, check_output_dir, register_fresh_dir
 from litlab.scale import refuse_multirun_ddp
 from litlab.validate import check_config
 
@@ -52,9 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     facts = data_facts(datamodule)
-    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, **facts)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all", **facts)
     if ckpt_path:
-        check_checkpoint(ckpt_path, model, facts)
+        check_checkpoint(ckpt_path, model, facts, resume=cfg.train)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -67,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        save_final_state(trainer)
         metrics |= as_floats(trainer.callback_metrics)
     if cfg.test:
         test_ckpt = best_checkpoint(trainer) if cfg.train else ckpt_path
@@ -131,5 +133,15 @@ def main(cfg: DictConfig) -> float | None:
     return metrics[name]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python train.py``: the run folder given on the command line is checked first (Hydra
+    makes it before any code of ours runs), then Hydra's main."""
+    try:
+        check_given_folders(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"{describe(err)}")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +23,13 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from litlab.errors import CheckpointError
 from litlab.files import atomic_write
+
+MIN_FREE_BYTES = 1 << 20  # below this, a failed write is taken for a full disk
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,8 +44,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        with atomic_write(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_write(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except (RuntimeError, OSError) as err:
+            raise write_error(err, Path(path)) from None
+
+
+def write_error(error: BaseException, path: Path) -> OSError:
+    """The :class:`OSError` to report for a failed checkpoint write (the previous file is kept).
+
+    A full disk surfaces from ``torch.save`` as a zip-writer ``RuntimeError`` ("unexpected pos
+    ..."); it is named as what it is.
+    """
+    if isinstance(error, OSError) and error.errno not in (None, errno.ENOSPC):
+        return error
+    free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    if getattr(error, "errno", None) == errno.ENOSPC or free < MIN_FREE_BYTES:
+        return OSError(
+            errno.ENOSPC, "No space left on device (the previous checkpoint is kept)", str(path)
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return OSError(errno.EIO, f"could not write the checkpoint ({first})", str(path))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -75,7 +100,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_checkpoint(
-    path: str | os.PathLike, model: nn.Module, data_facts: Mapping[str, Any]
+    path: str | os.PathLike, model: nn.Module, data_facts: Mapping[str, Any], resume: bool = False
 ) -> None:
     """Refuse a checkpoint that cannot continue this run's model on this run's data.
 
@@ -84,6 +109,12 @@ def check_checkpoint(
     parameter names and shapes must match the model's.
     """
     checkpoint = load_checkpoint(path)
+    if resume and not {"optimizer_states", "loops"} <= checkpoint.keys():
+        raise CheckpointError(
+            f"{path} holds weights only (no optimiser state or loop position), so training cannot "
+            "resume from it: evaluate it with train=false ckpt_path=<file>, or load its weights "
+            "with <Model>.load_from_checkpoint(<file>) and start a new run"
+        )
     bad = non_finite_tensor(checkpoint["state_dict"])
     if bad is not None:
         raise CheckpointError(f"{path}: refused, its weights are not finite: {bad}")
@@ -137,6 +168,24 @@ def summarize(value: Any) -> str:
         head = ", ".join(map(repr, value[:3]))
         return f"{len(value)} entries [{head}{', ...' if len(value) > 3 else ''}]"
     return repr(value)
+
+
+def save_final_state(trainer: Any) -> None:
+    """Refresh ``last.ckpt`` when fit stopped (``max_steps``, ``max_time``) after its last save,
+    so a finished run's ``last.ckpt`` always holds its final weights."""
+    if trainer.interrupted:
+        return
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt"
+            saved = -1
+            if path.is_file():
+                saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)[
+                    "global_step"
+                ]
+            if saved != trainer.global_step:
+                trainer.save_checkpoint(path)
+            return
 
 
 def resolve_ckpt_path(ckpt_path: str | None, task_dir: str | os.PathLike) -> str | None:

@@ -41,14 +41,20 @@ class RunError(CompactHydraException):
     """What ``train.py`` raises for a user error: Hydra prints ``str(error)`` without traceback."""
 
 
-# Errors whose own message tells the user what to fix.
+# Errors whose own message tells the user what to fix. OSError: a file, folder, disk or device
+# the user gave or the run writes to (read-only folder, full disk) could not be used.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     LitlabError,
     MisconfigurationException,
     OmegaConfBaseException,
+    OSError,
 )
 
 
 def describe(error: BaseException) -> str:
-    """``ErrorType: message``, the one line a user sees."""
+    """``ErrorType: message``, the one line a user sees; for an operating-system error (a file,
+    folder, disk or device the run could not use) its reason and the path."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{type(error).__name__}: {error.strerror}{where}"
     return f"{type(error).__name__}: {error}"

@@ -36,8 +36,10 @@ def count_jobs(config: DictConfig) -> int | None:
 
 
 def one_line(error: BaseException) -> str:
-    """The message a user saw for a failed job (a :class:`RunError` already says its type)."""
-    return str(error) if isinstance(error, RunError) else describe(error)
+    """The message a user saw for a failed job, on one line (a :class:`RunError` already says its
+    type). Hydra's "Error in call to target ...:" ends its first line; the reason follows."""
+    text = str(error) if isinstance(error, RunError) else describe(error)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class JobSummary(Callback):
@@ -79,5 +81,5 @@ class JobSummary(Callback):
         for _, status, _, run_dir, error in self.rows:
             lines.append(f"  {status:9} {run_dir}")
             if error:
-                lines.append(f"      {error.splitlines()[0]}")
+                lines.append(f"      {error}")
         log.info("Multirun summary: %s", "\n".join(lines))

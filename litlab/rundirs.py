@@ -45,6 +45,26 @@ def register_fresh_dir() -> None:
         OmegaConf.register_new_resolver("fresh_dir", fresh_dir, use_cache=True)
 
 
+def check_given_folders(argv: list[str]) -> None:
+    """Check that the ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line can be
+    created, before Hydra creates it, so that one that cannot (under a file, on a read-only
+    disk) is a :class:`ConfigError` naming it instead of a traceback from inside Hydra. Nothing
+    is created here."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        folder = Path(value.strip("'\"")).absolute()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            reason = f"{existing} is a file, not a folder"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            reason = f"{existing} is not writable"
+        else:
+            continue
+        raise ConfigError(f"{key}={value}: cannot create the folder ({reason})")
+
+
 def previous_outputs(output_dir: Path) -> list[str]:
     """The names of another run's outputs found in ``output_dir`` (empty folders do not count)."""
     found = []

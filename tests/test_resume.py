@@ -39,6 +39,8 @@ STUDIES = {
         "model=seq2seq_attn", "model.hidden_dim=32", "model.encoder.embed_dim=32",
         "model.decoder.embed_dim=32", "model.teacher_forcing_ratio=0.5", "data.batch_size=32",
         "data.eval_batch_size=64",
+        # T_max follows trainer.max_epochs, which is -1 (unbounded) here: a cosine needs a length
+        "model.scheduler.T_max=3",
     ],
     "transformer_lm": [
         "model=transformer_lm", "model.d_model=32", "model.num_heads=2", "model.d_ff=64",
