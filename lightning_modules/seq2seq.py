@@ -28,12 +28,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import BLEUScore
 
-from lightning_modules.base import LitModule, build, running_mean
+from lightning_modules.base import STAGES, LitModule, running_mean
 from lightning_modules.nets.decoding import beam_search, greedy_decode
 from litlab.errors import ConfigError
 from litlab.text import EOS, EOS_TOKEN, PAD, SOS, TextRules, Vocab, normalize, pad
 
-STAGES = ("train", "val", "test")
 MAX_SOURCE_WORDS = 100  # longer inputs to translate() are truncated
 
 
@@ -126,31 +125,26 @@ class Seq2Seq(LitModule):
             raise ConfigError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
         if beam_size < 1:
             raise ConfigError(f"model.beam_size={beam_size} must be >= 1")
-        self.save_plain_hyperparameters(
-            encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
-            src_vocab=list(src_vocab), tgt_vocab=list(tgt_vocab),
-            preprocessing={**asdict(TextRules()), **dict(preprocessing or {})},
-            hidden_dim=hidden_dim, num_layers=num_layers, attention=attention,
-            teacher_forcing_ratio=teacher_forcing_ratio, mask_loss=mask_loss,
-            label_smoothing=label_smoothing, beam_size=beam_size, length_penalty=length_penalty,
-            max_decode_length=max_decode_length, compile=compile,
-        )  # fmt: skip
+        src_vocab, tgt_vocab = list(src_vocab), list(tgt_vocab)
+        preprocessing = {**asdict(TextRules()), **dict(preprocessing or {})}
+        self.save_hyperparameters()
         self.src_vocab = Vocab(src_vocab)
         self.tgt_vocab = Vocab(tgt_vocab)
         sizes = {"hidden_dim": hidden_dim, "num_layers": num_layers, "padding_idx": PAD}
-        self.encoder = build(encoder, vocab_size=len(self.src_vocab), **sizes)
-        self.decoder = build(decoder, vocab_size=len(self.tgt_vocab), attention=attention, **sizes)
-        vocab_size = len(self.tgt_vocab)
+        self.encoder = self.build_net(encoder, vocab_size=len(self.src_vocab), **sizes)
+        self.decoder = self.build_net(
+            decoder, vocab_size=len(self.tgt_vocab), attention=attention, **sizes
+        )
         self.metrics = nn.ModuleDict()
         for stage in STAGES:
-            self.metrics[f"{stage}_loss"] = running_mean()
-            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(
-                vocab_size, average="micro", ignore_index=PAD
+            self.metrics[f"{stage}/loss"] = running_mean()
+            self.metrics[f"{stage}/acc"] = MulticlassAccuracy(
+                len(self.tgt_vocab), average="micro", ignore_index=PAD
             )
         for stage in ("val", "test"):
-            self.metrics[f"{stage}_bleu"] = BLEUScore(n_gram=4)
+            self.metrics[f"{stage}/bleu"] = BLEUScore(n_gram=4)
             for name in ("out_len", "ref_len", "at_max_len"):
-                self.metrics[f"{stage}_{name}"] = running_mean()
+                self.metrics[f"{stage}/{name}"] = running_mean()
         self.test_records: list[tuple[int, str, str]] = []  # (source words, hypothesis, reference)
 
     # -- training-time forward -----------------------------------------------------------------
@@ -234,7 +228,7 @@ class Seq2Seq(LitModule):
         return results  # type: ignore[return-value]
 
     # -- steps ---------------------------------------------------------------------------------
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int) -> torch.Tensor:
         """Teacher-forced loss and token accuracy; on val/test also decode and score BLEU."""
         src, src_mask, tgt, tgt_mask = (
             batch["src"],
@@ -252,47 +246,40 @@ class Seq2Seq(LitModule):
             masked=self.hparams.mask_loss or not training,
             label_smoothing=self.hparams.label_smoothing if training else 0.0,
         )
-        num_tokens = tgt_mask.sum()
-        self.metrics[f"{stage}_loss"].update(loss.detach(), num_tokens)
-        self.metrics[f"{stage}_acc"].update(logits.detach().argmax(dim=-1), tgt)
-        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=False, on_epoch=True,
-                 prog_bar=True, batch_size=src.shape[0])  # fmt: skip
-        self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True,
-                 batch_size=src.shape[0])  # fmt: skip
+        self.log_epoch(f"{stage}/loss", loss.detach(), tgt_mask.sum(), batch_idx=batch_idx,
+                       prog_bar=True)  # fmt: skip
+        self.log_epoch(f"{stage}/acc", logits.detach().argmax(dim=-1), tgt, batch_idx=batch_idx)
         if not training:
-            self._score(batch, stage)
+            self._score(batch, stage, batch_idx)
         return loss
 
-    def _score(self, batch: dict, stage: str) -> None:
+    def _score(self, batch: dict, stage: str, batch_idx: int) -> None:
         """Decode with the configured search; BLEU-4 and output / reference lengths in words."""
         tokens, _ = self.decode(batch["src"], batch["src_mask"])
         hyps = [" ".join(words) for words in self.to_words(tokens)]
         refs = batch["tgt_text"]
-        self.metrics[f"{stage}_bleu"].update(hyps, [[ref] for ref in refs])
+        self.log_epoch(f"{stage}/bleu", hyps, [[ref] for ref in refs], batch_idx=batch_idx,
+                       prog_bar=True)  # fmt: skip
         out_len = torch.tensor([len(h.split()) for h in hyps], dtype=torch.float)
         ref_len = torch.tensor([len(r.split()) for r in refs], dtype=torch.float)
         at_max = (out_len >= self.hparams.max_decode_length).float()
         for name, value in (("out_len", out_len), ("ref_len", ref_len), ("at_max_len", at_max)):
-            self.metrics[f"{stage}_{name}"].update(value.to(self.device))
-        size = len(hyps)
-        for name in ("bleu", "out_len", "ref_len", "at_max_len"):
-            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], on_step=False,
-                     on_epoch=True, prog_bar=name == "bleu", batch_size=size)  # fmt: skip
+            self.log_epoch(f"{stage}/{name}", value.to(self.device), batch_idx=batch_idx)
         if stage == "test":
             for src_text, hyp, ref in zip(batch["src_text"], hyps, refs, strict=True):
                 self.test_records.append((len(src_text.split()), hyp, ref))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train", batch_idx)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._shared_step(batch, "val", batch_idx)
 
     def on_test_epoch_start(self) -> None:
         self.test_records = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._shared_step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
         """Under DDP, gather every rank's test records, so BLEU by length covers the whole set."""

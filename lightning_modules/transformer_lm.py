@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.text import Perplexity
 
-from lightning_modules.base import LitModule, running_mean
+from lightning_modules.base import STAGES, LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
 from litlab.text import IGNORE_INDEX
 
-STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -33,11 +32,12 @@ class TransformerLM(LitModule):
     Args:
         vocab_size: from the datamodule (``model_kwargs``), saved in the checkpoint.
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
-            with StepLR as the PyTorch tutorial, or :class:`lightning_modules.schedules.WarmupSchedule`
-            (``interval: step``).
+            with StepLR as the PyTorch tutorial, or
+            :class:`lightning_modules.schedules.WarmupSchedule` (``interval: step``).
         d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
-        max_len, init_range: the architecture (:class:`TransformerConfig`). They live at
-        ``model.*`` so that sweeps read ``model.num_layers=1,2,4 model.norm_first=false,true``.
+        max_len, init_range: the architecture (:class:`TransformerConfig`), all of it model-level:
+            it lives at ``model.*`` so that sweeps read ``model.num_layers=1,2,4
+            model.norm_first=false,true``, and is passed whole to the net.
         compile: ``torch.compile`` the network in place (see :class:`LitModule`).
     """
 
@@ -59,21 +59,17 @@ class TransformerLM(LitModule):
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)
-        arch = dict(
+        self.save_hyperparameters()
+        sizes = dict(
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
             num_layers=num_layers, dropout=dropout, norm_first=norm_first,
             tie_weights=tie_weights, activation=activation, max_len=max_len,
             init_range=init_range,
         )  # fmt: skip
-        self.save_plain_hyperparameters(
-            optimizer=optimizer, scheduler=scheduler, compile=compile, **arch
-        )
-        self.net = Transformer(TransformerConfig(**arch))
-        # ModuleDict keys must not shadow Module attributes ("train"): suffix them
-        self.means = nn.ModuleDict({f"{stage}_loss": running_mean() for stage in STAGES})
-        self.perplexity = nn.ModuleDict(
-            {f"{stage}_ppl": Perplexity(ignore_index=IGNORE_INDEX) for stage in ("val", "test")}
-        )
+        self.net = Transformer(TransformerConfig(**sizes))
+        self.metrics = nn.ModuleDict({f"{stage}/loss": running_mean() for stage in STAGES})
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}/ppl"] = Perplexity(ignore_index=IGNORE_INDEX)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids ``(B, T)`` -> next-token logits ``(B, T, vocab_size)``."""
@@ -90,31 +86,28 @@ class TransformerLM(LitModule):
         return self.token_loss(self(x), y)
 
     def probe_parameters(self) -> dict[str, nn.Parameter]:
-        """Named weights whose gradient norms :class:`callbacks.grad_probe.GradProbe` records."""
+        """Named weights whose gradient norms :class:`litlab.callbacks.grad_probe.GradProbe` records."""
         return self.net.probe_parameters()
 
-    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: Batch, stage: str, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.token_loss(logits, y)
-        mean = self.means[f"{stage}_loss"]
-        mean.update(loss.detach(), weight=(y != IGNORE_INDEX).sum())
-        self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_epoch(f"{stage}/loss", loss.detach(), (y != IGNORE_INDEX).sum(),
+                       batch_idx=batch_idx, prog_bar=True)  # fmt: skip
         if stage != "train":
             # float64: the metric takes softmax then log, which must not underflow to log(0)
-            ppl = self.perplexity[f"{stage}_ppl"]
-            ppl.update(logits.detach().double(), y)
-            self.log(f"{stage}/ppl", ppl, on_step=False, on_epoch=True)
+            self.log_epoch(f"{stage}/ppl", logits.detach().double(), y, batch_idx=batch_idx)
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train", batch_idx)
         # mean over DDP ranks: an all-reduce, no host sync
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._shared_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._shared_step(batch, "test", batch_idx)

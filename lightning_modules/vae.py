@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.base import LitModule, running_mean
+from lightning_modules.base import STAGES, LitModule, running_mean
 
 LOG_2PI = math.log(2 * math.pi)
-STAGES = ("train", "val", "test")
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -73,9 +72,10 @@ class VAE(LitModule):
     """The VAE objective, its evaluation (-ELBO, IS and naive log-likelihood) and sampling.
 
     Args:
-        encoder, decoder: ``_target_`` configs of plain nets (``lightning_modules.nets.vae``).
+        encoder, decoder: ``_target_`` configs of plain nets (``lightning_modules.nets.vae``);
+            ``z_dim`` is filled in here.
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`).
-        z_dim: latent size (must match the nets).
+        z_dim: latent size, given to both nets.
         beta: weight of the KL term in the training loss (1 gives the ELBO).
         kl_warmup_steps: the KL weight grows linearly from 0 to ``beta`` over these steps.
         nll_num_samples: K for the importance-sampled log-likelihood at test time (0: skip).
@@ -99,20 +99,13 @@ class VAE(LitModule):
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)
-        self.save_plain_hyperparameters(
-            encoder=encoder, decoder=decoder, optimizer=optimizer, scheduler=scheduler,
-            z_dim=z_dim, beta=beta, kl_warmup_steps=kl_warmup_steps,
-            nll_num_samples=nll_num_samples, naive_num_samples=naive_num_samples,
-            nll_chunk_size=nll_chunk_size, compile=compile,
-        )  # fmt: skip
-        self.encoder = self.build_net(encoder)
-        self.decoder = self.build_net(decoder)
-        names = ["loss", "recon", "kl"]
-        self.means = nn.ModuleDict(
-            {f"{stage}_{name}": running_mean() for stage in STAGES for name in names}
-            | {"test_nll_is": running_mean(), "test_nll_naive": running_mean()}
+        self.save_hyperparameters()
+        self.encoder = self.build_net(encoder, z_dim=z_dim)
+        self.decoder = self.build_net(decoder, z_dim=z_dim)
+        names = [f"{stage}/{name}" for stage in STAGES for name in ("loss", "recon", "kl")]
+        self.metrics = nn.ModuleDict(
+            {name: running_mean() for name in [*names, "test/nll_is", "test/nll_naive"]}
         )
-        self._train_resumed = False  # set by on_train_start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction logits: decode the posterior mean."""
@@ -134,39 +127,23 @@ class VAE(LitModule):
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int
     ) -> torch.Tensor:
-        """-ELBO (with the KL weight when training); accumulates and logs the stage's means.
-
-        The metric objects are handed to ``self.log`` at the first batch of an epoch only (or the
-        first after resuming mid-epoch): Lightning keeps them, computes them at the epoch's end
-        and resets them, so the numbers are those of logging at every step, without Lightning's
-        per-call bookkeeping (about a millisecond per metric on CPU, a tenth of a VAE-MLP step;
-        see benchmarks/RESULTS.md).
-        """
+        """-ELBO (with the KL weight when training); accumulates the stage's epoch means."""
         x, _ = batch
         recon, kl = self.elbo_terms(x)
         weight = self.kl_weight() if stage == "train" else 1.0
         per_image = recon + weight * kl
         for name, value in (("loss", per_image), ("recon", recon), ("kl", kl)):
-            metric = self.means[f"{stage}_{name}"]
-            metric.update(value.detach())
-            if batch_idx == 0 or (stage == "train" and self._train_resumed):
-                self.log(
-                    f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss"
-                )
+            self.log_epoch(f"{stage}/{name}", value.detach(), batch_idx=batch_idx,
+                           prog_bar=name == "loss")  # fmt: skip
         return per_image.mean()
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         loss = self._shared_step(batch, "train", batch_idx)
-        if batch_idx == 0 or self._train_resumed:  # at each epoch's start (per step costs ~1 ms)
+        if self.epoch_log_due(batch_idx):  # the weight at the epoch's start (per step: ~2 ms)
             self.log("train/kl_weight", self.kl_weight(), on_step=False, on_epoch=True)
-        self._train_resumed = False
         return loss
-
-    def on_train_start(self) -> None:
-        # a run resumed mid-epoch starts at batch_idx > 0: register the epoch's metrics there
-        self._train_resumed = self.trainer.fit_loop.restarting
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val", batch_idx)
@@ -179,9 +156,7 @@ class VAE(LitModule):
             ("nll_naive", self.hparams.naive_num_samples, self.naive_log_px),
         ):
             if num_samples > 0:
-                metric = self.means[f"test_{name}"]
-                metric.update(-estimator(x, num_samples))
-                self.log(f"test/{name}", metric, on_step=False, on_epoch=True)
+                self.log_epoch(f"test/{name}", -estimator(x, num_samples), batch_idx=batch_idx)
 
     @torch.no_grad()
     @float32

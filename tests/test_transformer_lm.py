@@ -153,7 +153,9 @@ def test_grad_probe_equals_direct_norms(make_cfg, run_train, data_dir: Path) -> 
     """Probe CSV = param.grad.norm() recomputed on the same batches with the same weights."""
     cfg = make_cfg(
         "model=transformer_lm", *TINY_ARCH, *TINY_DATA, "data.shuffle=false", "model.dropout=0",
-        "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0", "model.scheduler=null",
+        # lr must be > 0; at 1e-30 the weights move by ~1e-30, so step 1 sees step 0's weights
+        "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e-30",
+        "model.scheduler=null",
         "callbacks.grad_probe.init_batches=2", "callbacks.grad_probe.every_n_steps=1",
         "trainer.limit_train_batches=2", "test=false",
     )  # fmt: skip

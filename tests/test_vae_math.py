@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from lightning_modules.vae import VAE, bernoulli_log_prob, gaussian_kl, gaussian_log_prob
+from litlab.errors import ConfigError
 
 SIDE = 4  # tiny 1 x 4 x 4 binary "images"
 
@@ -36,8 +37,8 @@ class TinyDecoder(nn.Module):
 
 def tiny_vae(z_dim: int = 2, **kwargs) -> VAE:
     return VAE(
-        encoder={"_target_": f"{__name__}.TinyEncoder", "z_dim": z_dim},
-        decoder={"_target_": f"{__name__}.TinyDecoder", "z_dim": z_dim},
+        encoder={"_target_": f"{__name__}.TinyEncoder"},
+        decoder={"_target_": f"{__name__}.TinyDecoder"},
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2},
         z_dim=z_dim,
         **kwargs,
@@ -61,6 +62,19 @@ def trained_tiny() -> tuple[VAE, torch.Tensor]:
         loss.backward()
         optimizer.step()
     return model.eval(), data[:8]
+
+
+def test_z_dim_is_set_once_for_both_nets() -> None:
+    """model.z_dim reaches both nets by keyword; a net config may repeat it (older checkpoints
+    stored it there) but not contradict it."""
+    model = tiny_vae(z_dim=3)
+    mu, _ = model.encoder(torch.zeros(1, 1, SIDE, SIDE))
+    assert mu.shape == (1, 3) and model.decoder(mu).shape == (1, 1, SIDE, SIDE)
+    stored = {"_target_": f"{__name__}.TinyEncoder", "z_dim": 3}
+    decoder = {"_target_": f"{__name__}.TinyDecoder"}
+    VAE(encoder=stored, decoder=decoder, optimizer={}, z_dim=3)
+    with pytest.raises(ConfigError, match="z_dim=5.*set it once, at model.z_dim"):
+        VAE(encoder=stored | {"z_dim": 5}, decoder=decoder, optimizer={}, z_dim=3)
 
 
 def test_kl_closed_form_matches_torch_distributions() -> None:
