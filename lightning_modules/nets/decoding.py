@@ -1,4 +1,4 @@
-"""Free decoding with an encoder and a one-step decoder: greedy search and beam search.
+"""Free decoding: greedy and beam search for Seq2Seq, temperature / top-k sampling for a causal LM.
 
 Plain functions of the nets of :mod:`lightning_modules.nets.seq2seq` (no Lightning): ``encoder(src,
 mask) -> (memory, state)`` and ``decoder(token, state, memory, mask) -> (logits, state, weights)``.
@@ -9,6 +9,10 @@ and the attention of each output token over the source ``(B, L, S)`` (None witho
 Greedy: y_t = argmax_y p(y | y_<t, x). Beam search keeps the ``beam_size`` partial hypotheses of
 highest log p(y_<=t | x) = sum_t log p(y_t | y_<t, x) at each step and returns the one maximising
 log p(y | x) / |y|**length_penalty; with ``beam_size=1`` it is greedy search.
+
+A causal language model ``lm(idx) -> logits (B, T, V)`` (:mod:`lightning_modules.nets.transformer`)
+continues a prompt with :func:`sample_tokens`: w_{t+1} ~ softmax(logits_t / temperature), restricted
+to the ``top_k`` most probable words, from the last ``max_context`` tokens.
 """
 
 from __future__ import annotations
@@ -98,3 +102,40 @@ def beam_search(
     lengths = (seqs != PAD).sum(dim=1).clamp(min=1).view(batch, k).to(scores.dtype)
     best = (scores / lengths.pow(length_penalty)).argmax(dim=1) + offsets.squeeze(1)
     return seqs[best], (attention[best] if weights is not None else None)
+
+
+@torch.no_grad()
+def sample_tokens(
+    lm: nn.Module,
+    prompt: torch.Tensor,
+    num_tokens: int,
+    max_context: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Continue ``prompt`` ``(B, T >= 1)`` by ``num_tokens`` tokens drawn one at a time.
+
+    p(w_{t+1} = v) = softmax(l_t / temperature)_v over the ``top_k`` largest logits l_t (all when
+    None), the logits of the last position given the last ``max_context`` tokens (the positions
+    the model was built for). ``temperature=0`` takes the argmax (greedy). Put ``lm`` in eval mode
+    first (dropout). Returns the new tokens ``(B, num_tokens)``.
+    """
+    if prompt.ndim != 2 or prompt.shape[1] < 1:
+        raise ValueError(
+            f"the prompt must be (B, T >= 1) token ids, got shape {tuple(prompt.shape)}"
+        )
+    idx, new = prompt, []
+    for _ in range(num_tokens):
+        logits = lm(idx[:, -max_context:])[:, -1, :].float()
+        if temperature == 0:
+            token = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.shape[-1]:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            token = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+        idx = torch.cat([idx, token], dim=1)
+        new.append(token)
+    return torch.cat(new, dim=1) if new else prompt.new_zeros(prompt.shape[0], 0)
