@@ -262,7 +262,7 @@ def test_study_sweep_dir_resolves_before_hydra_starts(experiment: str) -> None:
         sweep_dir = cfg.hydra.sweep.dir
     finally:
         HydraConfig.instance().cfg = saved
-    assert sweep_dir.startswith(f"./logs/{experiment}/multiruns/")
+    assert Path(sweep_dir).as_posix().startswith(f"logs/{experiment}/multiruns/")
     assert cfg.hydra.mode.name == "MULTIRUN"
 
 
