@@ -68,6 +68,16 @@ def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * (-logvar).exp()).sum(dim=-1)
 
 
+def manifold_latents(steps: int) -> torch.Tensor:
+    """A ``steps x steps`` grid of 2-D latents at the Gaussian quantiles 0.05 ... 0.95 of each axis
+    (Kingma & Welling 2014, fig. 4), ``(steps**2, 2)`` in row-major order: z_1 grows to the right,
+    z_2 downwards from its largest value. Decoded, it is the learned manifold of a ``z_dim=2`` VAE.
+    """
+    values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
+    z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")
+    return torch.stack([z1.flatten(), z2.flatten()], dim=1)
+
+
 class VAE(LitModule):
     """The VAE objective, its evaluation (-ELBO, IS and naive log-likelihood) and sampling.
 
