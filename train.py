@@ -30,7 +30,7 @@ from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
 from litlab.rundirs import check_given_folders, check_output_dir, register_fresh_dir
 from litlab.scale import refuse_multirun_ddp
-from litlab.validate import check_config
+from litlab.validate import check_config, check_fit
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -53,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     facts = data_facts(datamodule)
+    check_fit(cfg.model, facts, cfg.data._target_)
     model: L.LightningModule = instantiate(cfg.model, _recursive_=False, _convert_="all", **facts)
     if ckpt_path:
         check_checkpoint(ckpt_path, model, facts, resume=cfg.train)

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.samplers import EpochShuffle, InOrder
+from litlab.errors import DataError
 
 
 class IndexedTensors(Dataset):
@@ -124,3 +125,12 @@ class InMemoryDataModule(LitDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.hparams.eval_batch_size)
+
+
+def require_nonempty(sizes: dict[str, int], where: object, why: str) -> None:
+    """Refuse data whose train, val or test split came out empty (no validation would mean no
+    best checkpoint and no metric for a sweeper), naming the data and the split sizes."""
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        counts = ", ".join(f"{split} {size}" for split, size in sizes.items())
+        raise DataError(f"{where}: empty {' and '.join(empty)} split ({counts}); {why}")

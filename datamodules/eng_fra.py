@@ -36,14 +36,16 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import LitDataModule
+from datamodules.base import LitDataModule, require_nonempty
 from datamodules.files import check_sha256, download_file, fetch_missing, find_file, read_text
 from datamodules.samplers import BucketBatchSampler
 from litlab.errors import ConfigError, DataError
+from litlab.ranges import Fraction, Ge, NonNegativeInt, PositiveInt, Seed
 from litlab.text import TextRules, Vocab, normalize, pad
 
 log = logging.getLogger(__name__)
@@ -220,24 +222,24 @@ class EngFraDataModule(LitDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        max_length: int = TextRules.max_length,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt = 256,
+        max_length: Annotated[int, Ge(2)] = TextRules.max_length,
         keep_period: bool = TextRules.keep_period,
         append_eos: bool = TextRules.append_eos,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        split_seed: int = 0,
-        shuffle_seed: int | None = 0,
-        min_freq: int = 1,
+        val_fraction: Fraction = 0.05,
+        test_fraction: Fraction = 0.05,
+        split_seed: Seed = 0,
+        shuffle_seed: Seed | None = 0,
+        min_freq: PositiveInt = 1,
         bucket: bool = True,
-        bucket_pools: int = 50,
-        pad_to: int = 0,
+        bucket_pools: PositiveInt = 50,
+        pad_to: NonNegativeInt = 0,
         download: bool = True,
         archives: Sequence[str] = ENG_FRA_ARCHIVES,
         archive_member: str = ENG_FRA_MEMBER,
         sha256: str | None = ENG_FRA_SHA256,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
@@ -301,6 +303,11 @@ class EngFraDataModule(LitDataModule):
             )
         self.split_indices = split_indices(len(self.pairs), hp.val_fraction, hp.test_fraction,
                                            hp.split_seed)  # fmt: skip
+        require_nonempty(
+            {split: len(indices) for split, indices in self.split_indices.items()}, path,
+            f"{len(self.pairs)} usable pairs are too few for data.val_fraction={hp.val_fraction} "
+            f"and data.test_fraction={hp.test_fraction}",
+        )  # fmt: skip
         train = [self.pairs[i] for i in self.split_indices["train"]]
         src = Vocab.by_frequency((fr for fr, _ in train), hp.min_freq)
         tgt = Vocab.by_frequency((en for _, en in train), hp.min_freq)

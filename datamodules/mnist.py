@@ -18,12 +18,14 @@ from __future__ import annotations
 import struct
 from enum import Enum
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
 from datamodules.files import fetch_missing, read_bytes
 from litlab.errors import ConfigError, DataError
+from litlab.ranges import Interval, NonNegativeInt, PositiveInt, Seed
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -84,17 +86,17 @@ class MNISTDataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: int = 1000,
-        binarize: str = "dynamic",
-        val_size: int = 5000,
-        split_seed: int = 0,
-        eval_binarize_seed: int = 0,
-        shuffle_seed: int | None = 0,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 1000,
+        binarize: Literal["dynamic", "static", "none"] = "dynamic",
+        val_size: Annotated[int, Interval(ge=1, lt=60_000)] = 5000,
+        split_seed: Seed = 0,
+        eval_binarize_seed: Seed = 0,
+        shuffle_seed: Seed | None = 0,
         download: bool = True,
         mirrors: list[str] | tuple[str, ...] = MNIST_MIRRORS,
         data_on_device: bool = True,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         try:

@@ -27,6 +27,7 @@ import torch
 from datamodules.base import IndexedTensors, InMemoryDataModule
 from datamodules.files import fetch_missing, find_file, read_text
 from litlab.errors import ConfigError
+from litlab.ranges import NonNegativeInt, PositiveInt, Seed
 from litlab.text import EOS_TOKEN, IGNORE_INDEX, Vocab
 
 WIKITEXT2_MIRRORS = (
@@ -142,16 +143,16 @@ class WikiText2DataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str = "data",
-        batch_size: int = 20,
-        eval_batch_size: int = 10,
-        bptt: int = 35,
-        eval_stride: int | None = None,
+        batch_size: PositiveInt = 20,
+        eval_batch_size: PositiveInt = 10,
+        bptt: PositiveInt = 35,
+        eval_stride: PositiveInt | None = None,
         shuffle: bool = True,
-        shuffle_seed: int | None = 0,
+        shuffle_seed: Seed | None = 0,
         download: bool = True,
         mirrors: list[str] | tuple[str, ...] = WIKITEXT2_MIRRORS,
         data_on_device: bool = True,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         if bptt < 1:

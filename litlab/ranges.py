@@ -14,7 +14,7 @@ from typing import Annotated
 from annotated_types import Ge, Gt, Interval, Le, Lt
 
 __all__ = [
-    "FLOAT32_MAX", "Ge", "Gt", "Interval", "Le", "Lt", "NonNegativeFloat", "NonNegativeInt",
+    "FLOAT32_MAX", "Fraction", "Ge", "Gt", "Interval", "Le", "Lt", "NonNegativeFloat", "NonNegativeInt",
     "PositiveFloat", "PositiveInt", "Probability", "Seed",
 ]  # fmt: skip
 
@@ -25,4 +25,5 @@ NonNegativeInt = Annotated[int, Ge(0)]
 PositiveFloat = Annotated[float, Gt(0), Lt(FLOAT32_MAX)]
 NonNegativeFloat = Annotated[float, Ge(0), Lt(FLOAT32_MAX)]
 Probability = Annotated[float, Interval(ge=0, le=1)]
+Fraction = Annotated[float, Interval(gt=0, lt=1)]  # a share of a data set, neither none nor all
 Seed = Annotated[int, Interval(ge=0, lt=2**63)]

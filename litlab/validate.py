@@ -25,11 +25,13 @@ import torch
 from annotated_types import Ge, Gt, Interval, Le, Lt
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 
 from litlab.errors import ConfigError
 from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 PLAIN_TYPES = (int, float, bool, str, type(None))
+LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
 SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
 
 # Ranges of arguments of classes litlab does not own: target prefix -> {argument: hint}.
@@ -65,7 +67,14 @@ EXTERNAL_HINTS: dict[str, dict[str, Any]] = {
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for a missing mandatory value (``???``), a mistyped or
     out-of-range value, or values that contradict each other."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    except InterpolationKeyError as err:
+        raise ConfigError(
+            f"{err.full_key}: {str(err.msg).splitlines()[0]} (if the model's config refers to it, the model and the "
+            "data do not fit: drop data=...)"
+        ) from None
     if missing:
         raise ConfigError(f"required config value not set: {', '.join(missing)} (give key=value)")
     for path, node in target_nodes(cfg):
@@ -83,6 +92,30 @@ def check_cross(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.bptt={bptt} is longer than model.max_len={max_len} (the positional table): "
             "lower data.bptt or raise model.max_len"
+        )
+
+
+def check_fit(model: DictConfig, facts: dict[str, Any], data_target: str) -> None:
+    """The model and the data must fit: every fact the data module gives (``model_kwargs``) is
+    an argument of the model, and every argument the model requires is in its config or among
+    those facts (``model=vae_mlp data=wikitext2`` fails here, not inside the model)."""
+    try:
+        parameters = inspect.signature(get_object(str(model._target_))).parameters
+    except Exception:  # noqa: BLE001  (an unresolvable target reports itself when built)
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    unknown = [key for key in facts if key not in parameters]
+    missing = [
+        name for name, p in parameters.items()
+        if p.kind in kinds and p.default is p.empty and name not in model and name not in facts
+    ]  # fmt: skip
+    if unknown or missing:
+        parts = [f"the data gives {', '.join(unknown)}, which the model does not take"] * bool(
+            unknown
+        ) + [f"the model needs {', '.join(missing)}, which the data does not give"] * bool(missing)
+        raise ConfigError(
+            f"model {model._target_} and data {data_target} do not fit ({'; '.join(parts)}): "
+            "drop data=... to use the data set the model's config brings"
         )
 
 
@@ -115,7 +148,9 @@ def target_hints(name: str) -> dict[str, Any]:
 
 
 def check_node(path: str, node: DictConfig) -> None:
-    """The node's values against the type hints (and declared ranges) of its ``_target_``."""
+    """The node's keys against its ``_target_``'s parameters, and its values against their type
+    hints (and declared ranges)."""
+    check_keys(path, node)
     for key, hint in target_hints(str(node._target_)).items():
         if key == "return" or key not in node:
             continue
@@ -125,6 +160,26 @@ def check_node(path: str, node: DictConfig) -> None:
             raise ConfigError(
                 f"{path}.{key}={shown(value)}: {found} ({node._target_} argument '{key}')"
             )
+
+
+def check_keys(path: str, node: DictConfig) -> None:
+    """Refuse a key its ``_target_`` takes no argument for (a target with ``**kwargs`` takes all;
+    Hydra's ``_..._`` keys and Lightning's scheduler keys are not arguments)."""
+    try:
+        parameters = inspect.signature(get_object(str(node._target_))).parameters
+    except Exception:  # noqa: BLE001  (an unresolvable target reports itself when built)
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in node:
+        key = str(key)
+        if key.startswith("_") or key in parameters or key in LIGHTNING_SCHEDULER_KEYS:
+            continue
+        raise ConfigError(
+            f"{path}.{key}: {node._target_} takes no argument '{key}' (takes: "
+            f"{', '.join(n for n in parameters if n != 'self')}); if a model brought this key, "
+            "the model and the data do not fit: drop data=..."
+        )
 
 
 def shown(value: Any) -> str:
