@@ -108,12 +108,69 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sweep_job_name", sweep_job_name)
 
 
-def hparams_for_logging(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
-    """The part of the config that describes the experiment (no paths, callbacks or loggers)."""
-    keys = ("task_name", "seed", "model", "data", "trainer")
+NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra")  # config groups that are no hyperparameter
+
+
+def hparams_for_logging(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run's hyperparameters as flat ``dotted.key: value`` pairs, for the HPARAMS table.
+
+    First the ones the command line set, with their values (``model.z_dim: 10``; a config group
+    such as ``model=vae_cnn`` as its choice, ``model: vae_cnn``); then the chosen ``model``,
+    ``data`` and ``experiment``, ``task_name``, ``seed``, ``optimized_metric`` and every leaf
+    of ``model``, ``data`` and ``trainer``; last ``overrides``, the command line as one string,
+    which names the leading keys to :func:`litlab.loggers.log_hparams_with_metrics`.
+    Left out: callbacks, loggers and paths, overridden or not (a folder is no hyperparameter,
+    and an absolute one differs between machines); ``_partial_``; a ``_target_`` becomes its
+    node's value, the class name (``model.optimizer: AdamW``).
+    """
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    hparams = {key: resolved[key] for key in keys if key in resolved}
-    if isinstance(hparams.get("trainer"), dict):
-        hparams["trainer"].pop("default_root_dir", None)
-    hparams["overrides"] = " ".join(overrides) or "(none)"
-    return hparams
+    hparams: dict[str, Any] = {}
+    for key in ("task_name", "seed", "optimized_metric", "model", "data", "trainer"):
+        if key in resolved:
+            flatten_config(resolved[key], key, hparams)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    for group in ("model", "data", "experiment"):
+        if choices.get(group) is not None:
+            hparams[group] = choices[group]
+    leading: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key.split(".")[0].split("/")[0] in NOT_HPARAMS:
+            continue
+        if choices.get(key) is not None:  # a config group: its choice
+            hparams.pop(key, None)
+            leading[key] = choices[key]
+        elif key in hparams:
+            leading[key] = hparams.pop(key)
+        # else (ckpt_path, train, tags...): no hyperparameter; `overrides` keeps it
+    hparams = {**leading, **hparams}
+    hparams = {key: value for key, value in hparams.items() if not is_path(key, value)}
+    return {**hparams, "overrides": " ".join(overrides) or "(none)"}
+
+
+def flatten_config(node: Any, key: str, out: dict[str, Any]) -> None:
+    """``{"a": {"b": 1}}`` -> ``out["a.b"] = 1``; ``_target_`` -> its class name; lists -> text."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == "_partial_":
+                continue
+            if name == "_target_":
+                out[key] = str(value).rsplit(".", 1)[-1]
+            else:
+                flatten_config(value, f"{key}.{name}", out)
+    elif isinstance(node, list):
+        items = []
+        for item in node:
+            target = item.get("_target_") if isinstance(item, dict) else None
+            items.append(str(target).rsplit(".", 1)[-1] if target else str(item))
+        out[key] = "[" + ", ".join(items) + "]"
+    else:
+        out[key] = node
+
+
+def is_path(key: str, value: Any) -> bool:
+    """A folder or file setting (``data.data_dir``, ``ckpt_path``, ``*.dirpath``, ``/abs/...``)."""
+    name = key.rsplit(".", 1)[-1]
+    if name.endswith(("_dir", "_path", "dirpath")):
+        return True
+    return isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
