@@ -9,11 +9,13 @@ used the same way.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from litlab.errors import ConfigError
+from litlab.ranges import NonNegativeInt, PositiveInt
 
 
 class WarmupSchedule(LRScheduler):
@@ -28,9 +30,9 @@ class WarmupSchedule(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        warmup_steps: int = 0,
-        decay: str = "constant",
-        total_steps: int | None = None,
+        warmup_steps: NonNegativeInt = 0,
+        decay: Literal["constant", "inverse_sqrt", "cosine"] = "constant",
+        total_steps: PositiveInt | None = None,
         last_epoch: int = -1,
     ) -> None:
         if decay not in ("constant", "inverse_sqrt", "cosine"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from torchmetrics.text import BLEUScore
 from lightning_modules.base import STAGES, LitModule, running_mean
 from lightning_modules.nets.decoding import beam_search, greedy_decode
 from litlab.errors import ConfigError
+from litlab.ranges import Interval, NonNegativeFloat, PositiveInt, Probability
 from litlab.text import EOS, EOS_TOKEN, PAD, SOS, TextRules, Vocab, normalize, pad
 
 MAX_SOURCE_WORDS = 100  # longer inputs to translate() are truncated
@@ -104,15 +105,15 @@ class Seq2Seq(LitModule):
         src_vocab: Sequence[str] = (),
         tgt_vocab: Sequence[str] = (),
         preprocessing: Mapping[str, Any] | None = None,
-        hidden_dim: int = 256,
-        num_layers: int = 1,
-        attention: str = "bahdanau",
-        teacher_forcing_ratio: float = 1.0,
+        hidden_dim: PositiveInt = 256,
+        num_layers: PositiveInt = 1,
+        attention: Literal["bahdanau", "dot", "none"] = "bahdanau",
+        teacher_forcing_ratio: Probability = 1.0,
         mask_loss: bool = True,
-        label_smoothing: float = 0.0,
-        beam_size: int = 1,
-        length_penalty: float = 1.0,
-        max_decode_length: int = 10,
+        label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
+        beam_size: PositiveInt = 1,
+        length_penalty: NonNegativeFloat = 1.0,
+        max_decode_length: PositiveInt = 10,
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)

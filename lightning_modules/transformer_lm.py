@@ -12,7 +12,7 @@ the split, then exp), not a mean of per-batch perplexities.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from torchmetrics.text import Perplexity
 
 from lightning_modules.base import STAGES, LitModule, running_mean
 from lightning_modules.nets.transformer import Transformer, TransformerConfig
+from litlab.ranges import Ge, Interval, PositiveFloat, PositiveInt
 from litlab.text import IGNORE_INDEX
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -43,19 +44,19 @@ class TransformerLM(LitModule):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: Annotated[int, Ge(2)],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        d_model: int = 200,
-        num_heads: int = 2,
-        d_ff: int = 200,
-        num_layers: int = 2,
-        dropout: float = 0.2,
+        d_model: PositiveInt = 200,
+        num_heads: PositiveInt = 2,
+        d_ff: PositiveInt = 200,
+        num_layers: PositiveInt = 2,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.2,
         norm_first: bool = False,
         tie_weights: bool = False,
-        activation: str = "relu",
-        max_len: int = 1024,
-        init_range: float = 0.1,
+        activation: Literal["relu", "gelu"] = "relu",
+        max_len: PositiveInt = 1024,
+        init_range: PositiveFloat = 0.1,
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)

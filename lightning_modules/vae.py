@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.base import STAGES, LitModule, running_mean
+from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -100,12 +101,12 @@ class VAE(LitModule):
         decoder: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        z_dim: int = 20,
-        beta: float = 1.0,
-        kl_warmup_steps: int = 0,
-        nll_num_samples: int = 1000,
-        naive_num_samples: int = 1000,
-        nll_chunk_size: int = 100,
+        z_dim: PositiveInt = 20,
+        beta: NonNegativeFloat = 1.0,
+        kl_warmup_steps: NonNegativeInt = 0,
+        nll_num_samples: NonNegativeInt = 1000,
+        naive_num_samples: NonNegativeInt = 1000,
+        nll_chunk_size: PositiveInt = 100,
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)

@@ -37,7 +37,7 @@ SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
 # Ranges of arguments of classes litlab does not own: target prefix -> {argument: hint}.
 EXTERNAL_HINTS: dict[str, dict[str, Any]] = {
     "torch.optim.": {
-        "lr": PositiveFloat,
+        "lr": NonNegativeFloat,  # 0 freezes the weights (torch allows it)
         "weight_decay": NonNegativeFloat,
         "momentum": NonNegativeFloat,
         "eps": PositiveFloat,

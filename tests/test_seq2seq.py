@@ -251,18 +251,20 @@ def test_study_configs_compose(make_cfg, experiment: str, key: str) -> None:
 @pytest.mark.parametrize(
     "experiment", ["seq2seq_eos", "seq2seq_attention", "seq2seq_teacher_forcing"]
 )
-def test_study_sweep_dir_resolves_before_hydra_starts(experiment: str) -> None:
-    """The basic sweeper resolves hydra.sweep.dir before any ``${hydra:...}`` value exists."""
+def test_study_sweep_dir_resolves_before_hydra_starts(experiment: str, tmp_path: Path) -> None:
+    """The basic sweeper resolves hydra.sweep.dir before any ``${hydra:...}`` value exists
+    (resolving it creates the folder: ``fresh_dir``, so it goes under ``tmp_path``)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        overrides = [f"experiment={experiment}", f"paths.log_dir={tmp_path}/logs"]
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
     GlobalHydra.instance().clear()
     saved, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
     try:
         sweep_dir = cfg.hydra.sweep.dir
     finally:
         HydraConfig.instance().cfg = saved
-    assert Path(sweep_dir).as_posix().startswith(f"logs/{experiment}/multiruns/")
+    assert Path(sweep_dir).as_posix().startswith(f"{tmp_path}/logs/{experiment}/multiruns/")
     assert cfg.hydra.mode.name == "MULTIRUN"
 
 

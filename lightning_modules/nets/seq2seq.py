@@ -9,9 +9,13 @@ padding on the right); the encoder returns ``memory`` ``(B, S, H)`` and the deco
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from litlab.ranges import Interval, PositiveInt
 
 ATTENTION_KINDS = ("bahdanau", "dot", "none")
 
@@ -27,11 +31,11 @@ class Encoder(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        hidden_dim: int = 256,
-        embed_dim: int = 256,
-        num_layers: int = 1,
+        hidden_dim: PositiveInt = 256,
+        embed_dim: PositiveInt = 256,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = False,
-        dropout: float = 0.1,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
         padding_idx: int = 0,
     ) -> None:
         super().__init__()
@@ -128,11 +132,11 @@ class Decoder(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        hidden_dim: int = 256,
-        embed_dim: int = 256,
-        num_layers: int = 1,
+        hidden_dim: PositiveInt = 256,
+        embed_dim: PositiveInt = 256,
+        num_layers: PositiveInt = 1,
         attention: str = "bahdanau",
-        dropout: float = 0.1,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
         padding_idx: int = 0,
     ) -> None:
         super().__init__()

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from litlab.ranges import PositiveInt
+
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 28 * 28
 
@@ -36,7 +38,9 @@ class GaussianHead(nn.Module):
 class MLPEncoder(nn.Module):
     """Report Q9: 784 -> 512 -> ReLU -> 256 -> ReLU -> 2 z_dim (mean, log-variance)."""
 
-    def __init__(self, z_dim: int = 20, hidden_dims: Sequence[int] = (512, 256)) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, hidden_dims: Sequence[PositiveInt] = (512, 256)
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Flatten(), mlp([NUM_PIXELS, *hidden_dims, 2 * z_dim]))
         self.head = GaussianHead()
@@ -48,7 +52,9 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
     """Report Q9, reversed: z_dim -> 256 -> ReLU -> 512 -> ReLU -> 784 logits."""
 
-    def __init__(self, z_dim: int = 20, hidden_dims: Sequence[int] = (256, 512)) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, hidden_dims: Sequence[PositiveInt] = (256, 512)
+    ) -> None:
         super().__init__()
         self.net = mlp([z_dim, *hidden_dims, NUM_PIXELS])
 
@@ -64,7 +70,9 @@ class ReportConvEncoder(nn.Module):
     mean and variance, which cannot give 2 z_dim values; a Linear(576, 2 z_dim) is added.
     """
 
-    def __init__(self, z_dim: int = 20, channels: Sequence[int] = (16, 32, 64)) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, channels: Sequence[PositiveInt] = (16, 32, 64)
+    ) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.net = nn.Sequential(
@@ -87,7 +95,9 @@ class ReportConvDecoder(nn.Module):
     padding 1 and output padding 1 (7 -> 14), the last is unchanged (14 -> 28). Output: logits.
     """
 
-    def __init__(self, z_dim: int = 20, channels: Sequence[int] = (16, 8, 4)) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, channels: Sequence[PositiveInt] = (16, 8, 4)
+    ) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.net = nn.Sequential(
@@ -108,7 +118,9 @@ class DeepConvEncoder(nn.Module):
     -> Linear(2c*49, hidden) -> Linear(hidden, 2 z_dim). ReLU after every layer but the last.
     """
 
-    def __init__(self, z_dim: int = 20, channels: int = 32, hidden_dim: int = 512) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, channels: PositiveInt = 32, hidden_dim: PositiveInt = 512
+    ) -> None:
         super().__init__()
         c = channels
         self.net = nn.Sequential(
@@ -129,7 +141,9 @@ class DeepConvEncoder(nn.Module):
 class DeepConvDecoder(nn.Module):
     """Mirror of :class:`DeepConvEncoder`: MLP to a 7x7 map, two upsampling stages to 28x28."""
 
-    def __init__(self, z_dim: int = 20, channels: int = 32, hidden_dim: int = 512) -> None:
+    def __init__(
+        self, z_dim: PositiveInt = 20, channels: PositiveInt = 32, hidden_dim: PositiveInt = 512
+    ) -> None:
         super().__init__()
         c = channels
         self.net = nn.Sequential(

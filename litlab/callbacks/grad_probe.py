@@ -28,6 +28,7 @@ from torch import nn
 
 from litlab.files import write_csv
 from litlab.loggers import tensorboard_writer
+from litlab.ranges import NonNegativeInt, PositiveInt, Seed
 
 CSV_HEADER = ("phase", "step", "name", "layer", "norm")
 
@@ -57,9 +58,9 @@ class GradProbe(L.Callback):
     def __init__(
         self,
         dirpath: str | os.PathLike,
-        init_batches: int = 8,
-        every_n_steps: int = 50,
-        seed: int = 0,
+        init_batches: NonNegativeInt = 8,
+        every_n_steps: PositiveInt = 50,
+        seed: Seed = 0,
         filename: str = "grad_norms.csv",
     ) -> None:
         super().__init__()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Annotated
 
 import lightning as L
 import torch
 
 from litlab.callbacks.figures import FigureCallback
+from litlab.ranges import Ge, PositiveInt, Seed
 
 
 class VAEFigures(FigureCallback):
@@ -21,11 +23,11 @@ class VAEFigures(FigureCallback):
     def __init__(
         self,
         dirpath: str | os.PathLike,
-        num_samples: int = 64,
-        num_reconstructions: int = 32,
-        keep_epochs: Sequence[int] = (1, 10, 80),
-        manifold_steps: int = 20,
-        seed: int = 0,
+        num_samples: PositiveInt = 64,
+        num_reconstructions: Annotated[int, Ge(2)] = 32,
+        keep_epochs: Sequence[PositiveInt] = (1, 10, 80),
+        manifold_steps: Annotated[int, Ge(2)] = 20,
+        seed: Seed = 0,
     ) -> None:
         super().__init__(dirpath)
         self.num_samples = num_samples
