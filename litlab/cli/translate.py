@@ -1,22 +1,25 @@
 """Translate French sentences into English with a trained Seq2Seq checkpoint.
 
-    python -m litlab.cli.translate <run>/checkpoints/last.ckpt "je suis plus grand que mes amis ."
-    echo "il a peur de mourir ." | python -m litlab.cli.translate <ckpt> --attention-png attn.png
+    litlab translate <run>/checkpoints/last.ckpt "je suis plus grand que mes amis ."
+    echo "il a peur de mourir ." | litlab translate <ckpt> --attention-png attn.png
 
-One English line is printed per input sentence. Words outside the training vocabulary are fed as
-``<unk>`` and listed on stderr. Every input is checked before anything is translated: input that
-is not UTF-8 text, an empty sentence, or one longer than ``--max-words`` ends the command with one
-``error:`` line naming the sentence, and exit status 1.
-``--attention-png`` saves the attention heat-map (source words x output words); with several
-sentences, ``name.png`` becomes ``name_1.png``, ``name_2.png``, ...
+(``litlab-translate`` and ``python -m litlab.cli.translate`` are the same command.) Options may
+come anywhere on the line. One English line is printed per input sentence. Words outside the
+training vocabulary are fed as ``<unk>`` and listed on stderr. Every input is checked before
+anything is translated: no sentence at all (empty stdin), input that is not UTF-8 text, an empty
+sentence, or one longer than ``--max-words`` ends the command with one ``error:`` line naming the
+sentence, and exit status 1. ``--attention-png`` saves the attention heat-map (source words x
+output words); with several sentences, ``name.png`` becomes ``name_1.png``, ``name_2.png``, ...
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from litlab.cli.common import CommandParser, add_device, check_output, positive_int, run
+from litlab.errors import LitlabError
 
 
 def png_paths(base: Path, count: int) -> list[Path]:
@@ -26,7 +29,7 @@ def png_paths(base: Path, count: int) -> list[Path]:
     return [base.with_name(f"{base.stem}_{i}{base.suffix or '.png'}") for i in range(1, count + 1)]
 
 
-class InputError(ValueError):
+class InputError(LitlabError, ValueError):
     """Input the model cannot translate (not text, empty, too long)."""
 
 
@@ -57,50 +60,37 @@ def check_sentences(sentences: Sequence[str], max_words: int) -> None:
             raise InputError(f"sentence {number} holds control characters: binary input?")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m litlab.cli.translate", description=__doc__.split("\n\n")[0]
-    )
+def build_parser(prog: str = "litlab translate") -> CommandParser:
+    parser = CommandParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a Seq2Seq checkpoint (.ckpt) written by train.py")
     parser.add_argument("sentences", nargs="*", help="French sentences (default: lines of stdin)")
-    parser.add_argument("--beam-size", type=int, default=None, help="default: the checkpoint's")
+    parser.add_argument("--beam-size", type=positive_int, default=None,
+                        help="beam width, 1 = greedy (default: the checkpoint's)")  # fmt: skip
     parser.add_argument("--attention-png", type=Path, default=None, help="save attention map(s)")
-    parser.add_argument("--max-words", type=int, default=100, help="longest sentence accepted")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    parser.add_argument("--max-words", type=positive_int, default=100,
+                        help="longest sentence accepted (default 100)")  # fmt: skip
+    add_device(parser)
+    return parser
 
-    try:
-        sentences = list(args.sentences) if args.sentences else read_stdin_lines()
-        check_sentences(sentences, args.max_words)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+
+def main(argv: Sequence[str] | None = None, prog: str = "litlab translate") -> int:
+    """``litlab translate``; returns the exit status (0, or 1 after one ``error:`` line)."""
+    return run(lambda: translate(argv, prog))
+
+
+def translate(argv: Sequence[str] | None, prog: str) -> None:
+    args = build_parser(prog).parse_intermixed_args(argv)
+    if args.attention_png is not None:
+        check_output(args.attention_png)
+    sentences = list(args.sentences) if args.sentences else read_stdin_lines()
     if not sentences:
-        return 0
+        raise InputError("no sentences: give them after the checkpoint, or one per line on stdin")
+    check_sentences(sentences, args.max_words)
 
-    from lightning_modules.seq2seq import Seq2Seq  # heavy imports after argument checks
-    from litlab.checkpoints import load_checkpoint
-    from litlab.errors import CheckpointError
-
-    try:
-        load_checkpoint(args.checkpoint)  # missing, corrupt or unsafe: refused unread
-        model = Seq2Seq.load_from_checkpoint(
-            args.checkpoint, map_location=args.device, weights_only=True
-        )
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # readable, but not a Seq2Seq checkpoint
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(
-            f"error: {args.checkpoint} is not a Seq2Seq checkpoint ({first_line})", file=sys.stderr
-        )
-        return 1
+    from litlab.cli.loading import load_model  # heavy imports after the arguments are checked
     from litlab.plotting import plot_attention, save_figure
 
-    model.eval()
+    model = load_model(args.checkpoint, "seq2seq", args.device, command="translate").model
     results = model.translate(sentences, beam_size=args.beam_size)
     paths = png_paths(args.attention_png, len(results)) if args.attention_png else []
     for i, result in enumerate(results):
@@ -117,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              title=f"{' '.join(result.source)} -> {result.text}")  # fmt: skip
         save_figure(fig, paths[i])
         print(f"attention map: {paths[i]}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m litlab.cli.translate"))
