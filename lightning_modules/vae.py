@@ -117,6 +117,9 @@ class VAE(LitModule):
         self.metrics = nn.ModuleDict(
             {name: running_mean() for name in [*names, "test/nll_is", "test/nll_naive"]}
         )
+        # told ``(estimator, samples done, K)`` after each chunk of a log p(x) estimator, e.g. by
+        # litlab.callbacks.estimator_progress; it only reads, so the estimates do not depend on it
+        self.chunk_listener: Callable[[str, int, int], None] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction logits: decode the posterior mean."""
@@ -186,7 +189,7 @@ class VAE(LitModule):
             log_pz = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
             return log_px_z + log_pz - gaussian_log_prob(z, mu, logvar)
 
-        return self._log_mean_exp(log_weights, num_samples)
+        return self._log_mean_exp(log_weights, num_samples, "nll_is")
 
     @torch.no_grad()
     @float32
@@ -202,18 +205,22 @@ class VAE(LitModule):
             z = torch.randn(k, batch, z_dim, device=x.device, dtype=x.dtype)
             return bernoulli_log_prob(self._decode_many(z), x)
 
-        return self._log_mean_exp(log_weights, num_samples)
+        return self._log_mean_exp(log_weights, num_samples, "nll_naive")
 
     def _decode_many(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``(K, B, z_dim)`` latents to logits ``(K, B, C, H, W)`` in one call."""
         logits = self.decoder(z.flatten(0, 1))
         return logits.view(*z.shape[:2], *logits.shape[1:])
 
-    def _log_mean_exp(self, log_weights: Any, num_samples: int) -> torch.Tensor:
-        """log (1/K) sum_k exp(w_k), with the K weights drawn ``nll_chunk_size`` at a time."""
-        chunks = []
-        for start in range(0, num_samples, self.hparams.nll_chunk_size):
-            chunks.append(log_weights(min(self.hparams.nll_chunk_size, num_samples - start)))
+    def _log_mean_exp(self, log_weights: Any, num_samples: int, name: str) -> torch.Tensor:
+        """log (1/K) sum_k exp(w_k), with the K weights drawn ``nll_chunk_size`` at a time;
+        ``chunk_listener`` (if set) hears ``(name, samples done, K)`` after each chunk."""
+        size, chunks = self.hparams.nll_chunk_size, []
+        for start in range(0, num_samples, size):
+            k = min(size, num_samples - start)
+            chunks.append(log_weights(k))
+            if self.chunk_listener is not None:
+                self.chunk_listener(name, start + k, num_samples)
         return torch.cat(chunks).logsumexp(dim=0) - math.log(num_samples)
 
     @torch.no_grad()
