@@ -140,7 +140,8 @@ def cli() -> None:
     try:
         check_given_folders(sys.argv[1:])
     except ConfigError as err:
-        sys.exit(f"{describe(err)}")
+        print(describe(err), file=sys.stderr)
+        sys.exit(1)
     main()
 
 

@@ -46,13 +46,15 @@ def register_fresh_dir() -> None:
 
 
 def check_given_folders(argv: list[str]) -> None:
-    """Check that the ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line can be
-    created, before Hydra creates it, so that one that cannot (under a file, on a read-only
-    disk) is a :class:`ConfigError` naming it instead of a traceback from inside Hydra. Nothing
-    is created here."""
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+    """Check the ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line before Hydra
+    writes into it (its ``.hydra/`` record and log): a folder that cannot be created (under a
+    file, on a read-only disk) or a run folder holding another run (see :func:`check_output_dir`)
+    is a :class:`ConfigError` naming it, instead of a traceback or an overwritten record.
+    Nothing is created here."""
+    given = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        value = given.get(key, "")
+        if not value or "${" in value:
             continue
         folder = Path(value.strip("'\"")).absolute()
         existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -61,6 +63,9 @@ def check_given_folders(argv: list[str]) -> None:
         elif not os.access(existing, os.W_OK | os.X_OK):
             reason = f"{existing} is not writable"
         else:
+            if key == "hydra.run.dir" and "-m" not in argv and "--multirun" not in argv:
+                ckpt_path = given.get("ckpt_path")
+                check_output_dir(folder, None if ckpt_path in (None, "null", "last") else ckpt_path)
             continue
         raise ConfigError(f"{key}={value}: cannot create the folder ({reason})")
 
