@@ -12,7 +12,7 @@ def test_max_steps_between_step_checkpoints_saves_the_final_state(
     make_cfg, run_train, tmp_path: Path
 ) -> None:
     cfg = make_cfg(
-        "trainer.max_steps=7", "trainer.limit_train_batches=5", "test=false",
+        "trainer.max_steps=7", "trainer.max_epochs=-1", "trainer.limit_train_batches=5", "test=false",
         "callbacks.step_checkpoint.every_n_train_steps=2", "model.encoder.hidden_dims=[16]",
         "model.decoder.hidden_dims=[16]", output_dir=tmp_path / "run",
     )  # fmt: skip
