@@ -26,8 +26,14 @@ HEADER = ("job", "status", "overrides", "run_dir", "error")
 
 
 def count_jobs(config: DictConfig) -> int | None:
-    """How many jobs the basic sweeper makes of the command line (None for other sweepers)."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    """How many jobs the sweep makes: the basic sweeper's product of the command line's values,
+    the Optuna sweeper's ``n_trials`` (``hparams_search=...``); None for other sweepers."""
+    sweeper = config.hydra.sweeper
+    target = str(sweeper.get("_target_", ""))
+    if target.endswith("OptunaSweeper"):  # a grid sampler may run fewer trials: report at the end
+        grid = "GridSampler" in str(sweeper.get("sampler", {}).get("_target_", ""))
+        return None if grid else int(sweeper.n_trials)
+    if not target.endswith("BasicSweeper"):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
