@@ -85,4 +85,5 @@ def test_failed_trials_are_summarised(tmp_path: Path, data_dir: Path) -> None:
     assert "Multirun summary: 2 jobs, 2 failed" in proc.stdout + proc.stderr
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [row["status"] for row in rows] == ["FAILED"] * 2
-    assert all("non-finite" in row["error"].lower() or "nan" in row["error"].lower() for row in rows)
+    errors = [row["error"].lower() for row in rows]
+    assert all("non-finite" in error or "nan" in error for error in errors), errors
