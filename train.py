@@ -30,11 +30,13 @@ from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
 from litlab.loggers import log_hparams_with_metrics
 from litlab.rundirs import check_given_folders, check_output_dir, register_fresh_dir
 from litlab.scale import refuse_multirun_ddp
+from litlab.sweeps import record_completed, register_sweep_job_dir, skip_or_resume
 from litlab.validate import check_config, check_fit
 
 log = logging.getLogger(__name__)
 register_resolvers()
 register_fresh_dir()
+register_sweep_job_dir()
 # CSVLogger writes <run>/metrics.csv beside the run's other files; its "directory not empty"
 # warning is about those files, which it never touches (it only replaces its own metrics.csv).
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -78,6 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     log_hparams_with_metrics(trainer.loggers, hparams_for_logging(cfg, overrides), metrics)
+    if trainer.is_global_zero:  # final_metrics.json: the run completed (a sweep skips it)
+        record_completed(cfg.paths.output_dir, metrics)
     return metrics
 
 
@@ -121,7 +125,9 @@ def main(cfg: DictConfig) -> float | None:
     and exit status 1; ``HYDRA_FULL_ERROR=1`` shows the traceback.
     """
     try:
-        metrics = train(cfg)
+        # a job of a re-run sweep: skipped if it completed, resumed from its last.ckpt if killed
+        stored = skip_or_resume(cfg)
+        metrics = stored if stored is not None else train(cfg)
     except USER_ERRORS as err:
         raise RunError(describe(err)) from err
     name = cfg.get("optimized_metric")

@@ -1,9 +1,11 @@
 """Hydra callbacks (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
 
-:class:`JobSummary`: a multirun lists, when its last job ends, every job's number, status, swept
-values and run folder, and keeps the same table in ``<sweep dir>/summary.csv``. Hydra's basic
-launcher runs every job even when one fails (the failure is reported once all have run, and the
-exit status is then non-zero); the summary says which ones to look at.
+:class:`JobSummary`: a multirun lists, when its last job ends, every job's number, status, action
+(``run``, ``resumed`` from its ``last.ckpt`` or ``skipped`` as completed, when a sweep is run again
+in its folder: :mod:`litlab.sweeps`), returned ``optimized_metric``, swept values and run folder,
+and keeps the same table in ``<sweep dir>/summary.csv``. Hydra's basic launcher runs every job
+even when one fails (the failure is reported once all have run, and the exit status is then
+non-zero); the summary says which ones to look at.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from omegaconf import DictConfig
 
 from litlab.errors import RunError, describe
 from litlab.files import write_csv
+from litlab.sweeps import current_job
 
 log = logging.getLogger(__name__)
-HEADER = ("job", "status", "overrides", "run_dir", "error")
+HEADER = ("job", "status", "action", "optimized_metric", "overrides", "run_dir", "error")
 
 
 def count_jobs(config: DictConfig) -> int | None:
@@ -56,10 +59,19 @@ class JobSummary(Callback):
         self.rows: list[tuple[Any, ...]] = []
         self.total: int | None = None
         self.sweep_dir: Path | None = None
+        self.action = "run"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.rows, self.total = [], count_jobs(config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """What ``train.py`` will do with the job's folder (read before it writes anything)."""
+        try:
+            state = current_job(config)
+        except Exception:  # noqa: BLE001  (a bad config: the job itself reports it)
+            state = None
+        self.action = state.action if state is not None else "run"
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or self.sweep_dir is None:
@@ -68,9 +80,10 @@ class JobSummary(Callback):
         error = one_line(job_return._return_value) if failed else ""
         status = "FAILED" if failed else "COMPLETED"
         overrides = " ".join(job_return.overrides or [])
-        self.rows.append(
-            (config.hydra.job.num, status, overrides, config.hydra.runtime.output_dir, error)
-        )
+        value = "" if failed or job_return._return_value is None else job_return._return_value
+        run_dir = config.hydra.runtime.output_dir
+        row = (config.hydra.job.num, status, self.action, value, overrides, run_dir, error)
+        self.rows.append(row)
         write_csv(self.sweep_dir / self.filename, HEADER, self.rows)
         if len(self.rows) == self.total:
             self.report()
@@ -81,11 +94,14 @@ class JobSummary(Callback):
 
     def report(self) -> None:
         failed = sum(row[1] == "FAILED" for row in self.rows)
+        actions = [row[2] for row in self.rows]
+        counts = ", ".join(f"{actions.count(a)} {a}" for a in ("run", "resumed", "skipped"))
         lines = [
-            f"{len(self.rows)} jobs, {failed} failed (table: {self.sweep_dir / self.filename})"
+            f"{len(self.rows)} jobs, {failed} failed; {counts} "
+            f"(table: {self.sweep_dir / self.filename})"
         ]
-        for _, status, _, run_dir, error in self.rows:
-            lines.append(f"  {status:9} {run_dir}")
+        for _, status, action, _, _, run_dir, error in self.rows:
+            lines.append(f"  {status:9} {action:7} {run_dir}")
             if error:
                 lines.append(f"      {error}")
         log.info("Multirun summary: %s", "\n".join(lines))

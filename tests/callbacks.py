@@ -27,6 +27,37 @@ class PauseAtStep(Callback):
             time.sleep(self.seconds)
 
 
+class PauseOnceInJob(PauseAtStep):
+    """:class:`PauseAtStep` in multirun job ``job`` only, and only while ``marker`` does not
+    exist: the same command line, run again, goes through (the sweep-resume test kills a sweep
+    in one job, then re-runs the identical command)."""
+
+    def __init__(self, job: int, step: int, marker: str, seconds: float = 600.0) -> None:
+        super().__init__(step, marker, seconds)
+        self.job = job
+        self.armed = not self.marker.exists()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if self.armed and HydraConfig.get().job.num == self.job:
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+
+class StepLog(Callback):
+    """Append ``<job num> <global step>`` to ``path`` at the start of every training batch: which
+    optimiser steps each job of a sweep trained (a resumed job starts at its checkpoint's step)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        with self.path.open("a") as handle:
+            handle.write(f"{HydraConfig.get().job.num} {trainer.global_step}\n")
+
+
 class PoisonWeights(Callback):
     """Before the training batch of optimiser step ``step`` (0-based), scale every weight by
     ``factor``: that step's loss is the first non-finite one, computed with weights that a
