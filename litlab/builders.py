@@ -103,9 +103,12 @@ def sweep_job_name(job_num: int, task_overrides: Sequence[str]) -> str:
 
 
 def register_resolvers() -> None:
-    """Resolvers the configs use: ``${sweep_job_name:...}``."""
+    """Resolvers the configs use: ``${sweep_job_name:...}``, ``${basename:<path>}`` (a folder's
+    name: the MLflow and W&B run names are the run folder's)."""
     if not OmegaConf.has_resolver("sweep_job_name"):
         OmegaConf.register_new_resolver("sweep_job_name", sweep_job_name)
+    if not OmegaConf.has_resolver("basename"):
+        OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name)
 
 
 NOT_HPARAMS = ("callbacks", "logger", "paths", "hydra")  # config groups that are no hyperparameter

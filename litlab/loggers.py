@@ -1,4 +1,11 @@
-"""Helpers around Lightning's loggers: the TensorBoard writer and the HPARAMS tab.
+"""Helpers around Lightning's loggers: images and extra scalars for every logger, W&B runs, the
+TensorBoard writer and its HPARAMS tab.
+
+Lightning hands each logger the metrics of ``self.log`` and the hyperparameters; what it does not
+carry, litlab sends here, one function per kind, to every logger that stores it:
+:func:`log_image` (figures: TensorBoard's IMAGES tab, MLflow artifacts, W&B media) and
+:func:`log_scalars` (the gradient probe's norms). MLflow and W&B are optional extras
+(``pip install -e '.[mlflow]'`` / ``'.[wandb]'``, ``logger=mlflow`` / ``logger=wandb``).
 
 TensorBoard's HPARAMS tab reads a metric's value from the run's *last scalar* of that tag, so
 the final metrics are the tags the modules already log (``val/loss``, ``test/nll_is``...): no
@@ -17,8 +24,11 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import Logger
+import numpy as np
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -48,6 +58,63 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             metrics["time/epoch"] = metrics.pop("epoch")
         self.scalar_tags.update(metrics)
         super().log_metrics(metrics, step)
+
+
+class WandbLogger(LightningWandbLogger):
+    """Lightning's W&B logger, one W&B run per litlab run, also when one process runs several
+    (a sweep's jobs): Lightning's logger would reuse a run still open in the process, so an open
+    run of an earlier job is finished before this one starts, and a failed run is finished at
+    once (exit code 1). The last run is finished by W&B when the process exits.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+        return super().experiment
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status == "failed" and self._experiment is not None:
+            self._experiment.finish(exit_code=1)
+
+
+@rank_zero_only
+def log_image(trainer: L.Trainer, tag: str, image: np.ndarray, step: int) -> None:
+    """Send an RGB image ``(H, W, 3)`` uint8 to every logger that stores images: TensorBoard
+    (IMAGES tab, ``tag`` at ``step``), MLflow (artifact ``images/<tag>/step_<step>.png``) and W&B
+    (media ``tag`` with ``trainer/global_step`` = ``step``)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, LightningTensorBoardLogger):
+            logger.experiment.add_image(tag, image, step, dataformats="HWC")
+        elif isinstance(logger, MLFlowLogger):
+            path = f"images/{tag}/step_{step:06d}.png"
+            logger.experiment.log_image(logger.run_id, image, artifact_file=path)
+        elif isinstance(logger, LightningWandbLogger):
+            logger.log_image(key=tag, images=[image], step=step)
+
+
+@rank_zero_only
+def log_scalars(trainer: L.Trainer, metrics: Mapping[str, float], step: int) -> None:
+    """Scalars that do not go through ``self.log`` (the gradient probe's), to every logger but
+    the CSV one (``metrics.csv`` keeps the logged metrics; the probe writes ``grad_norms.csv``)."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            logger.log_metrics(dict(metrics), step)
+
+
+def as_image(grid: Any) -> np.ndarray:
+    """A ``(C, H, W)`` tensor in [0, 1] (a torchvision grid) as ``(H, W, 3)`` uint8, converted as
+    TensorBoard converts floats (x 255, clipped, truncated)."""
+    array = grid.detach().float().cpu().numpy()
+    if array.shape[0] == 1:
+        array = array.repeat(3, axis=0)
+    return (array.transpose(1, 2, 0) * 255).clip(0, 255).astype(np.uint8)
 
 
 def tensorboard_writer(trainer: L.Trainer) -> Any | None:

@@ -1,4 +1,5 @@
-"""Base for callbacks that draw figures: PNG in the run folder + image in TensorBoard."""
+"""Base for callbacks that draw figures: PNG in the run folder + image in every logger that
+stores images (TensorBoard, MLflow, W&B: :func:`litlab.loggers.log_image`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 
-from litlab.loggers import tensorboard_writer
+from litlab.loggers import as_image, log_image
 from litlab.plotting import save_figure, save_grid
 
 
 class FigureCallback(L.Callback):
-    """Saves figures under ``dirpath`` and logs them to TensorBoard, on global rank 0 only."""
+    """Saves figures under ``dirpath`` and logs them to the loggers, on global rank 0 only."""
 
     def __init__(self, dirpath: str | os.PathLike) -> None:
         super().__init__()
@@ -30,16 +31,13 @@ class FigureCallback(L.Callback):
         grid = save_grid(images, path, nrow=nrow)
         if filename is None:
             path.unlink(missing_ok=True)
-        writer = tensorboard_writer(trainer)
-        if writer is not None:
-            writer.add_image(tag, grid, global_step=trainer.global_step)
+        log_image(trainer, tag, as_image(grid), trainer.global_step)
 
     @rank_zero_only
     def log_figure(self, trainer: L.Trainer, tag: str, fig: Figure, filename: str) -> None:
         """Save a matplotlib figure as ``filename`` and log it as ``tag``."""
-        writer = tensorboard_writer(trainer)
-        if writer is not None:
+        if trainer.loggers:
             fig.canvas.draw()
             rgba = np.asarray(fig.canvas.buffer_rgba())
-            writer.add_image(tag, rgba[..., :3].copy(), trainer.global_step, dataformats="HWC")
+            log_image(trainer, tag, rgba[..., :3].copy(), trainer.global_step)
         save_figure(fig, self.dirpath / filename)

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from litlab.files import write_csv
-from litlab.loggers import tensorboard_writer
+from litlab.loggers import log_scalars
 from litlab.ranges import NonNegativeInt, PositiveInt, Seed
 
 CSV_HEADER = ("phase", "step", "name", "layer", "norm")
@@ -131,10 +131,8 @@ class GradProbe(L.Callback):
         kind, layer = split_name(name)
         self.rows.append((phase, step, kind, layer, value))
         if trainer.is_global_zero:
-            writer = tensorboard_writer(trainer)
-            if writer is not None:
-                tag = "grad_norm_init" if phase == "init" else "grad_norm"
-                writer.add_scalar(f"{tag}/{name}", value, global_step=step)
+            tag = "grad_norm_init" if phase == "init" else "grad_norm"
+            log_scalars(trainer, {f"{tag}/{name}": value}, step)
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer) -> None:
