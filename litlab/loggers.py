@@ -67,6 +67,11 @@ class WandbLogger(LightningWandbLogger):
     once (exit code 1). The last run is finished by W&B when the process exits.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # wandb warns that the setting is unused
+            del self._wandb_init["anonymous"]
+
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
