@@ -144,7 +144,7 @@ def cli() -> None:
     """``python train.py``: the run folder given on the command line is checked first (Hydra
     makes it before any code of ours runs), then Hydra's main."""
     try:
-        check_given_folders(sys.argv[1:])
+        check_given_folders(sys.argv[1:], rank_zero=rank_zero_only.rank == 0)
     except ConfigError as err:
         print(describe(err), file=sys.stderr)
         sys.exit(1)

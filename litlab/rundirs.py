@@ -45,12 +45,13 @@ def register_fresh_dir() -> None:
         OmegaConf.register_new_resolver("fresh_dir", fresh_dir, use_cache=True)
 
 
-def check_given_folders(argv: list[str]) -> None:
+def check_given_folders(argv: list[str], rank_zero: bool = True) -> None:
     """Check the ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line before Hydra
     writes into it (its ``.hydra/`` record and log): a folder that cannot be created (under a
     file, on a read-only disk) or a run folder holding another run (see :func:`check_output_dir`)
     is a :class:`ConfigError` naming it, instead of a traceback or an overwritten record.
-    Nothing is created here."""
+    Nothing is created here. DDP ranks > 0 (``rank_zero=False``) are restarted by Lightning with
+    rank 0's folder, which holds rank 0's run by then: only its creatability is checked."""
     given = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         value = given.get(key, "")
@@ -63,7 +64,8 @@ def check_given_folders(argv: list[str]) -> None:
         elif not os.access(existing, os.W_OK | os.X_OK):
             reason = f"{existing} is not writable"
         else:
-            if key == "hydra.run.dir" and "-m" not in argv and "--multirun" not in argv:
+            single_run = "-m" not in argv and "--multirun" not in argv
+            if key == "hydra.run.dir" and single_run and rank_zero:
                 ckpt_path = given.get("ckpt_path")
                 check_output_dir(folder, None if ckpt_path in (None, "null", "last") else ckpt_path)
             continue

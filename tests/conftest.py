@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -30,6 +31,17 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar.refresh_rate=0",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers_added_by_a_test() -> None:
+    """An in-process Hydra run configures logging with handlers on pytest's captured streams,
+    which are closed after the test; later log lines would then print 'Logging error' noise."""
+    before = list(logging.root.handlers)
+    yield
+    for handler in logging.root.handlers[:]:
+        if handler not in before:
+            logging.root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
