@@ -20,11 +20,29 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 from lightning_modules.base import STAGES, LitModule, running_mean
-from lightning_modules.nets.transformer import Transformer, TransformerConfig
+from lightning_modules.nets.transformer import Norm, Transformer, TransformerConfig
+from litlab.errors import ConfigError
 from litlab.ranges import Ge, Interval, PositiveFloat, PositiveInt
 from litlab.text import IGNORE_INDEX
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+NORM_FIRST: dict[bool, Norm] = {False: "post", True: "pre"}  # the older switch, as a placement
+
+
+def placement(norm: Norm | None, norm_first: bool | None) -> Norm:
+    """The LayerNorm placement from ``norm``, or from the older ``norm_first`` (false: post,
+    true: pre; checkpoints before Peri-LN store only it); post-LN when neither is given.
+
+    Raises:
+        ConfigError: both are given and disagree.
+    """
+    alias = None if norm_first is None else NORM_FIRST[bool(norm_first)]
+    if norm is not None and alias is not None and norm != alias:
+        raise ConfigError(
+            f"model.norm={norm} and model.norm_first={str(norm_first).lower()} disagree "
+            f"(norm_first={str(norm_first).lower()} means norm={alias}): give model.norm alone"
+        )
+    return norm or alias or "post"
 
 
 class TransformerLM(LitModule):
@@ -35,10 +53,15 @@ class TransformerLM(LitModule):
         optimizer, scheduler: ``_target_`` configs (see :class:`LitModule`); e.g. AdamW, or SGD
             with StepLR as the PyTorch tutorial, or
             :class:`lightning_modules.schedules.WarmupSchedule` (``interval: step``).
-        d_model, num_heads, d_ff, num_layers, dropout, norm_first, tie_weights, activation,
-        max_len, init_range: the architecture (:class:`TransformerConfig`), all of it model-level:
-            it lives at ``model.*`` so that sweeps read ``model.num_layers=1,2,4
-            model.norm_first=false,true``, and is passed whole to the net.
+        d_model, num_heads, d_ff, num_layers, dropout, tie_weights, activation, max_len,
+        init_range: the architecture (:class:`TransformerConfig`), all of it model-level: it
+            lives at ``model.*`` so that sweeps read ``model.num_layers=1,2,4
+            model.norm=post,pre,peri``, and is passed whole to the net.
+        norm: the LayerNorm placement, ``post | pre | peri`` (see
+            :class:`lightning_modules.nets.transformer.Block`).
+        norm_first: the older switch, kept as an alias (false: post, true: pre): old checkpoints
+            store it, and ``model.norm_first=false,true`` still sweeps; with ``norm`` it must
+            agree (:func:`placement`).
         compile: ``torch.compile`` the network in place (see :class:`LitModule`).
     """
 
@@ -52,7 +75,8 @@ class TransformerLM(LitModule):
         d_ff: PositiveInt = 200,
         num_layers: PositiveInt = 2,
         dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.2,
-        norm_first: bool = False,
+        norm: Norm | None = None,
+        norm_first: bool | None = None,
         tie_weights: bool = False,
         activation: Literal["relu", "gelu"] = "relu",
         max_len: PositiveInt = 1024,
@@ -63,7 +87,7 @@ class TransformerLM(LitModule):
         self.save_hyperparameters()
         sizes = dict(
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
-            num_layers=num_layers, dropout=dropout, norm_first=norm_first,
+            num_layers=num_layers, dropout=dropout, norm=placement(norm, norm_first),
             tie_weights=tie_weights, activation=activation, max_len=max_len,
             init_range=init_range,
         )  # fmt: skip

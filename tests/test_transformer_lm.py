@@ -1,4 +1,4 @@
-"""Transformer LM: causality, the two LayerNorm placements, the gradient probe, training end to end."""
+"""Transformer LM: causality, the three LayerNorm placements, the gradient probe, training end to end."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.wikitext2 import WikiText2DataModule
 from lightning_modules.base import build
-from lightning_modules.nets.transformer import Block, Transformer, TransformerConfig
+from lightning_modules.nets.transformer import NORMS, Block, Transformer, TransformerConfig
 from lightning_modules.schedules import WarmupSchedule
-from lightning_modules.transformer_lm import TransformerLM
+from lightning_modules.transformer_lm import TransformerLM, placement
 from litlab.callbacks.grad_probe import grad_norms
 from litlab.errors import ConfigError
 from litlab.safety import is_allowed
@@ -32,10 +32,10 @@ def tiny_config(**overrides) -> TransformerConfig:
 
 
 # -- causality -------------------------------------------------------------------------------
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_no_future_token_leak(norm_first: bool) -> None:
+@pytest.mark.parametrize("norm", NORMS)
+def test_no_future_token_leak(norm: str) -> None:
     torch.manual_seed(0)
-    net = Transformer(tiny_config(norm_first=norm_first, num_layers=3)).eval()
+    net = Transformer(tiny_config(norm=norm, num_layers=3)).eval()
     idx = torch.randint(0, 50, (2, 12))
     logits = net(idx)
     for t in range(idx.shape[1] - 1):
@@ -72,40 +72,78 @@ def layer_norm(ln: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
 
 
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_block_is_the_formula(norm_first: bool) -> None:
-    """post-LN: x = LN(x + F(x)); pre-LN: x = x + F(LN(x)) — same weights, two placements."""
+@pytest.mark.parametrize("norm", NORMS)
+def test_block_is_the_formula(norm: str) -> None:
+    """post-LN: x = LN(x + F(x)); pre-LN: x = x + F(LN(x)); Peri-LN: x = x + LN_out(F(LN_in(x)))
+    — the same weights, three placements."""
     torch.manual_seed(1)
-    post = Block(tiny_config(norm_first=False)).eval()
-    pre = Block(tiny_config(norm_first=True)).eval()
+    blocks = {n: Block(tiny_config(norm=n)).eval() for n in NORMS}
+    peri = blocks["peri"]
     # random (non-default) LayerNorm affine parameters, so that they count in the comparison
-    for ln in (post.ln_1, post.ln_2):
+    for ln in (peri.ln_1, peri.ln_2, peri.ln_1_out, peri.ln_2_out):
         torch.nn.init.normal_(ln.weight, 1.0, 0.3)
         torch.nn.init.normal_(ln.bias, 0.0, 0.3)
-    pre.load_state_dict(post.state_dict())  # same names and shapes: loads strictly
-    block = pre if norm_first else post
+    shared = {k: v for k, v in peri.state_dict().items() if "_out." not in k}
+    blocks["post"].load_state_dict(shared)  # same names and shapes: loads strictly
+    blocks["pre"].load_state_dict(shared)
+    block = blocks[norm]
     x = torch.randn(3, 7, 16)
     a, m = reference_attention, reference_mlp
-    if norm_first:
+    if norm == "post":
+        h = layer_norm(block.ln_1, x + a(block, x))
+        expected = layer_norm(block.ln_2, h + m(block, h))
+    elif norm == "pre":
         h = x + a(block, layer_norm(block.ln_1, x))
         expected = h + m(block, layer_norm(block.ln_2, h))
     else:
-        h = layer_norm(block.ln_1, x + a(block, x))
-        expected = layer_norm(block.ln_2, h + m(block, h))
+        h = x + layer_norm(block.ln_1_out, a(block, layer_norm(block.ln_1, x)))
+        expected = h + layer_norm(block.ln_2_out, m(block, layer_norm(block.ln_2, h)))
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
-    other = post if norm_first else pre
-    assert not torch.allclose(other(x), expected, atol=1e-3)  # the placements really differ
+    for other in set(NORMS) - {norm}:  # the placements really differ
+        assert not torch.allclose(blocks[other](x), expected, atol=1e-3), other
 
 
 def test_placements_share_parameter_shapes() -> None:
-    post = Transformer(tiny_config(norm_first=False))
-    pre = Transformer(tiny_config(norm_first=True))
-    post_shapes = {k: v.shape for k, v in post.state_dict().items()}
-    pre_shapes = {k: v.shape for k, v in pre.state_dict().items()}
+    nets = {n: Transformer(tiny_config(norm=n)) for n in NORMS}
+    shapes = {n: {k: v.shape for k, v in net.state_dict().items()} for n, net in nets.items()}
     # identical except pre-LN's final LayerNorm (its residual stream is otherwise unnormalised)
-    assert {k: v for k, v in pre_shapes.items() if not k.startswith("ln_f.")} == post_shapes
-    assert set(pre_shapes) - set(post_shapes) == {"ln_f.weight", "ln_f.bias"}
-    assert isinstance(post.ln_f, torch.nn.Identity)
+    assert {k: v for k, v in shapes["pre"].items() if not k.startswith("ln_f.")} == shapes["post"]
+    assert set(shapes["pre"]) - set(shapes["post"]) == {"ln_f.weight", "ln_f.bias"}
+    assert isinstance(nets["post"].ln_f, torch.nn.Identity)
+    # Peri-LN: pre-LN's parameters plus one output LayerNorm per sub-layer
+    extra = {
+        f"blocks.{i}.ln_{j}_out.{p}" for i in range(2) for j in (1, 2) for p in ("weight", "bias")
+    }
+    assert set(shapes["peri"]) - set(shapes["pre"]) == extra
+    assert {k: v for k, v in shapes["peri"].items() if k not in extra} == shapes["pre"]
+
+
+def test_norm_first_is_an_alias_of_norm(make_cfg) -> None:
+    """model.norm_first=false|true (the older switch) selects post/pre; contradicting model.norm
+    is one error; old checkpoints' hyperparameters (norm_first only) build the same placement."""
+    assert [placement(None, nf) for nf in (None, False, True)] == ["post", "post", "pre"]
+    assert placement("peri", None) == "peri" and placement("pre", True) == "pre"
+    with pytest.raises(ConfigError, match="model.norm=peri and model.norm_first=true disagree"):
+        placement("peri", True)
+    arch = dict(vocab_size=50, d_model=16, num_heads=2, d_ff=24, num_layers=1,
+                optimizer={"_target_": "torch.optim.SGD", "lr": 1.0})  # fmt: skip
+    assert TransformerLM(norm_first=True, **arch).net.config.norm == "pre"
+    assert TransformerLM(**arch).net.config.norm == "post"  # the old default, norm_first=False
+    with pytest.raises(ConfigError, match="give model.norm alone"):
+        TransformerLM(norm="post", norm_first=True, **arch)
+    # the configs: model.norm's default, or what model.norm_first says
+    expected = {
+        ("model=transformer_lm",): ("pre", None),
+        ("model=transformer_lm", "model.norm_first=false"): ("post", False),
+        ("model=transformer_tutorial",): ("post", None),
+        ("model=transformer_tutorial", "model.norm_first=true"): ("pre", True),
+        ("experiment=ln_placement",): ("post", None),
+        ("experiment=ln_placement", "model.norm_first=true"): ("pre", True),
+        ("experiment=ln_placement", "model.norm=peri"): ("peri", None),
+    }
+    for overrides, (norm, norm_first) in expected.items():
+        cfg = make_cfg(*overrides)
+        assert (cfg.model.norm, cfg.model.norm_first) == (norm, norm_first), overrides
 
 
 def test_embedding_is_scaled_with_sinusoidal_positions() -> None:
@@ -120,14 +158,13 @@ def test_embedding_is_scaled_with_sinusoidal_positions() -> None:
 
 
 # -- gradient norms at initialisation ----------------------------------------------------------
-def embedding_grad_at_init(norm_first: bool, num_layers: int, seeds=range(3)) -> float:
+def embedding_grad_at_init(norm: str, num_layers: int, seeds=range(3)) -> float:
     """Mean over seeds of ||dL/dE|| at init on one fixed batch (dropout off)."""
     batch = torch.randint(0, 500, (8, 33), generator=torch.Generator().manual_seed(0))
     norms = []
     for seed in seeds:
         torch.manual_seed(seed)
-        config = tiny_config(vocab_size=500, d_model=32, d_ff=32, norm_first=norm_first,
-                             num_layers=num_layers)  # fmt: skip
+        config = tiny_config(vocab_size=500, d_model=32, d_ff=32, norm=norm, num_layers=num_layers)
         net = Transformer(config)
         F.cross_entropy(net(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten()).backward()
         norms.append(net.wte.weight.grad.norm().item())
@@ -140,8 +177,8 @@ def test_depth_changes_the_embedding_gradient_as_expected() -> None:
     Measured at this size (3 seeds): post-LN 0.148 -> 0.105 from 1 to 8 layers, pre-LN 0.147 ->
     0.154; the thresholds leave room for that, and fail if the placements were swapped.
     """
-    post1, post8 = embedding_grad_at_init(False, 1), embedding_grad_at_init(False, 8)
-    pre1, pre8 = embedding_grad_at_init(True, 1), embedding_grad_at_init(True, 8)
+    post1, post8 = embedding_grad_at_init("post", 1), embedding_grad_at_init("post", 8)
+    pre1, pre8 = embedding_grad_at_init("pre", 1), embedding_grad_at_init("pre", 8)
     assert post8 < 0.85 * post1  # post-LN: every layer's LayerNorm Jacobian damps the gradient
     assert pre8 > 0.9 * pre1  # pre-LN: the identity residual path carries it undamped
     assert pre8 > 1.2 * post8
@@ -149,10 +186,12 @@ def test_depth_changes_the_embedding_gradient_as_expected() -> None:
 
 
 # -- the probe -----------------------------------------------------------------------------------
-def test_grad_probe_equals_direct_norms(make_cfg, run_train, data_dir: Path) -> None:
+@pytest.mark.parametrize("norm", NORMS)
+def test_grad_probe_equals_direct_norms(norm: str, make_cfg, run_train, data_dir: Path) -> None:
     """Probe CSV = param.grad.norm() recomputed on the same batches with the same weights."""
     cfg = make_cfg(
         "model=transformer_lm", *TINY_ARCH, *TINY_DATA, "data.shuffle=false", "model.dropout=0",
+        f"model.norm={norm}",
         # lr must be > 0; at 1e-30 the weights move by ~1e-30, so step 1 sees step 0's weights
         "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e-30",
         "model.scheduler=null",
@@ -167,6 +206,7 @@ def test_grad_probe_equals_direct_norms(make_cfg, run_train, data_dir: Path) -> 
     assert len(recorded) == 3 * (1 + 3 * 2)  # init, step 0, step 1 x (embedding + 3 per layer)
 
     model = TransformerLM.load_from_checkpoint(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert model.net.config.norm == norm
     dm = WikiText2DataModule(data_dir=str(data_dir), batch_size=4, bptt=16, shuffle=False)
     dm.setup()
     batches = [
@@ -209,7 +249,7 @@ def test_model_picks_its_data_and_tutorial_config(make_cfg) -> None:
     m = cfg.model
     assert (m.d_model, m.num_layers, m.num_heads, m.d_ff, m.dropout) == (200, 2, 2, 200, 0.2)
     assert m.optimizer._target_ == "torch.optim.SGD" and m.optimizer.lr == 5.0
-    assert cfg.trainer.gradient_clip_val == 0.5 and not m.norm_first
+    assert cfg.trainer.gradient_clip_val == 0.5 and m.norm == "post"
     assert make_cfg("model=transformer_tutorial", tiny=False).trainer.max_epochs == 3
     assert make_cfg("model=transformer_lm").callbacks.grad_probe._target_.endswith("GradProbe")
 

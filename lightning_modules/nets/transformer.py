@@ -4,24 +4,29 @@ Shapes are batch_first: token ids ``(B, T)`` -> logits ``(B, T, vocab_size)``.
 
     x_0 = dropout(sqrt(d_model) * E[tokens] + PE)        scaled embedding + sinusoidal positions
     x_l = Block_l(x_{l-1}),  l = 1 .. num_layers           causal self-attention + MLP, see Block
-    logits = W_out LN_f(x_L) + b  (pre-LN)   |   W_out x_L + b  (post-LN: x_L is already normalised)
+    logits = W_out LN_f(x_L) + b  (pre-LN, Peri-LN)  |  W_out x_L + b  (post-LN: x_L is normalised)
 
-The only switch between the two LayerNorm placements is ``norm_first`` in :class:`Block`, plus the
-final LayerNorm that pre-LN needs (its residual stream is never normalised otherwise). Unlike
-``nn.TransformerEncoderLayer`` (pytorch/examples), dropout is applied as configured everywhere,
-and unlike Lightning's demo Transformer every position gets its own positional encoding.
+The only switch between the three LayerNorm placements is ``norm`` (``post | pre | peri``) in
+:class:`Block`, plus the final LayerNorm that pre-LN and Peri-LN need (their residual stream is
+never normalised otherwise). Unlike ``nn.TransformerEncoderLayer`` (pytorch/examples), dropout is
+applied as configured everywhere, and unlike Lightning's demo Transformer every position gets its
+own positional encoding.
 """
 
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+Norm = Literal["post", "pre", "peri"]  # where each Block puts its LayerNorms, see Block
+NORMS: tuple[Norm, ...] = typing.get_args(Norm)
 
 
 @dataclass
@@ -32,13 +37,15 @@ class TransformerConfig:
     d_ff: int = 200
     num_layers: int = 2
     dropout: float = 0.2
-    norm_first: bool = (
-        False  # False: post-LN (Vaswani et al. 2017); True: pre-LN (Xiong et al. 2020)
-    )
+    norm: Norm = "post"  # post-LN (Vaswani et al. 2017), pre-LN (Xiong et al. 2020), Peri-LN (Kim et al. 2025)
     tie_weights: bool = False  # output projection shares the embedding matrix (Press & Wolf 2017)
     activation: str = "relu"
     max_len: int = 1024  # longest sequence the positional table covers
     init_range: float = 0.1  # embedding / output weights ~ U(-r, r), as the PyTorch tutorial
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r} is not one of: {', '.join(NORMS)}")
 
 
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
@@ -61,7 +68,8 @@ class CausalSelfAttention(nn.Module):
 
     softmax(Q K^T / sqrt(d_head) + M) V per head, M = -inf above the diagonal, computed by
     ``F.scaled_dot_product_attention(is_causal=True)`` (flash / memory-efficient kernels on GPU).
-    ``c_proj`` is the attention-output weight W^O that the gradient probe watches.
+    ``c_proj`` is the attention-output weight W^O that the gradient probe watches. The dropout
+    on this sub-layer's output is the Block's (it comes after Peri-LN's output LayerNorm).
     """
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -74,7 +82,6 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model)  # Q, K, V in one matmul
         self.c_proj = nn.Linear(config.d_model, config.d_model)
-        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -87,11 +94,14 @@ class CausalSelfAttention(nn.Module):
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.c_proj(y)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward sub-layer: W_2 dropout(act(W_1 x + b_1)) + b_2, then dropout."""
+    """Position-wise feed-forward sub-layer: W_2 dropout(act(W_1 x + b_1)) + b_2.
+
+    The dropout on its output is the Block's, as for the attention.
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -99,45 +109,60 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
         self.c_proj = nn.Linear(config.d_ff, config.d_model)  # W_2
-        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resid_dropout(self.c_proj(self.dropout(self.act(self.c_fc(x)))))
+        return self.c_proj(self.dropout(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    """One Transformer layer; ``norm_first`` places its two LayerNorms (nothing else changes).
+    """One Transformer layer; ``norm`` places its LayerNorms (nothing else changes).
 
-    post-LN (``norm_first=False``, Vaswani et al. 2017, the report's eq. 21)::
+    post-LN (``norm="post"``, Vaswani et al. 2017, the report's eq. 21)::
 
         x = LN_1(x + Attn(x))
         x = LN_2(x + MLP(x))
 
-    pre-LN (``norm_first=True``, Xiong et al. 2020; nanoGPT)::
+    pre-LN (``norm="pre"``, Xiong et al. 2020; nanoGPT)::
 
         x = x + Attn(LN_1(x))
         x = x + MLP(LN_2(x))
 
-    With pre-LN the residual path is the identity, so d x_{l+1} / d x_l = I + (...) and the
-    gradient reaches the embedding undamped; with post-LN every layer multiplies it by the
-    LayerNorm Jacobian (report Q15-16).
+    Peri-LN (``norm="peri"``, Kim et al. 2025; Gemma 2's blocks): each sub-layer's input *and*
+    output are normalised, the residual stream itself never is::
+
+        x = x + LN_1out(Attn(LN_1(x)))
+        x = x + LN_2out(MLP(LN_2(x)))
+
+    Dropout acts on each sub-layer's branch just before the residual add (after LN_out with
+    Peri-LN, so that the output LayerNorm sees the whole output). With pre-LN the residual path
+    is the identity, so d x_{l+1} / d x_l = I + (...) and the gradient reaches the embedding
+    undamped; with post-LN every layer multiplies it by the LayerNorm Jacobian (report Q15-16).
+    Peri-LN keeps pre-LN's identity path, and its LN_out bounds what each layer adds to the
+    stream (variance ~ +1 per sub-layer at initialisation, whatever the sub-layer's scale).
     """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        self.norm_first = config.norm_first
+        self.norm = config.norm
         self.ln_1 = nn.LayerNorm(config.d_model)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
+        if self.norm == "peri":  # only Peri-LN has them: post/pre state dicts are unchanged
+            self.ln_1_out = nn.LayerNorm(config.d_model)
+            self.ln_2_out = nn.LayerNorm(config.d_model)
+        self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.norm_first:
-            x = x + self.attn(self.ln_1(x))
-            x = x + self.mlp(self.ln_2(x))
-        else:
-            x = self.ln_1(x + self.attn(x))
-            x = self.ln_2(x + self.mlp(x))
+        if self.norm == "post":
+            x = self.ln_1(x + self.drop(self.attn(x)))
+            x = self.ln_2(x + self.drop(self.mlp(x)))
+        elif self.norm == "pre":
+            x = x + self.drop(self.attn(self.ln_1(x)))
+            x = x + self.drop(self.mlp(self.ln_2(x)))
+        else:  # peri
+            x = x + self.drop(self.ln_1_out(self.attn(self.ln_1(x))))
+            x = x + self.drop(self.ln_2_out(self.mlp(self.ln_2(x))))
         return x
 
 
@@ -158,8 +183,9 @@ class Transformer(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        # pre-LN's residual stream is unnormalised: one LayerNorm before the output (GPT-2, nanoGPT)
-        self.ln_f = nn.LayerNorm(config.d_model) if config.norm_first else nn.Identity()
+        # pre-LN's and Peri-LN's residual stream is unnormalised: one LayerNorm before the output
+        # (GPT-2, nanoGPT; Gemma 2's final norm for Peri-LN)
+        self.ln_f = nn.Identity() if config.norm == "post" else nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size)
         self.reset_parameters()
         if config.tie_weights:

@@ -10,7 +10,8 @@ Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` wri
   last training loss, validation loss);
 * ``embedding_grad_vs_depth.{png,csv}``: ||dL/dE||_F at initialisation vs number of layers, log y,
   one curve per placement, mean and spread (min-max, dots per seed) over seeds;
-* ``pre_post_ratio.csv``: the pre-LN / post-LN ratio of that norm at each depth;
+* ``pre_post_ratio.csv``: that norm per placement at each depth, and the pre-LN / post-LN and
+  Peri-LN / post-LN ratios;
 * ``layer_grad_norms.{png,csv}``: per-layer gradient norms at init (attention output W^O, FFN W_1,
   W_2) vs layer index for the deepest model (Xiong et al. 2020, Figure 3);
 * ``loss_curves.{png,csv}``: training loss vs step for the deepest model, per placement, with and
@@ -19,8 +20,10 @@ Reads every job folder of the sweep(s) (``config.yaml`` + ``grad_norms.csv`` wri
   losses too, and ``val_curves.csv`` lists them (several per job with
   ``trainer.val_check_interval`` < 1, else one at the end).
 
-At-init figures count each (placement, depth, seed) once, preferring a job without warm-up
-(initialisation does not depend on it), so several sweeps can be passed together.
+Placements: post-LN, pre-LN, Peri-LN (``model.norm``; folders of sweeps made before Peri-LN store
+only ``model.norm_first``, read as post/pre). At-init figures count each (placement, depth, seed)
+once, preferring a job without warm-up (initialisation does not depend on it), so several sweeps
+can be passed together.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from omegaconf import OmegaConf
 from litlab.files import write_csv
 from litlab.plotting import save_figure  # also selects the Agg backend
 
-PLACEMENTS = {False: "post-LN", True: "pre-LN"}
-COLORS = {False: "tab:red", True: "tab:blue"}
+PLACEMENTS = {"post": "post-LN", "pre": "pre-LN", "peri": "Peri-LN"}  # model.norm -> label
+COLORS = {"post": "tab:red", "pre": "tab:blue", "peri": "tab:green"}
 LAYER_KINDS = ("attn_out", "ffn_in", "ffn_out")
 
 
@@ -50,7 +53,7 @@ class Job:
     """One finished job of a sweep: its setting and what it measured."""
 
     folder: Path
-    norm_first: bool
+    norm: str  # post | pre | peri
     num_layers: int
     seed: int | None
     warmup_steps: int
@@ -74,6 +77,20 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def placement_of(model: dict) -> str:
+    """A job's ``model.norm``; from ``model.norm_first`` (false: post, true: pre) when the job's
+    config predates Peri-LN or leaves ``norm`` unset."""
+    norm = model.get("norm")
+    if norm in PLACEMENTS:
+        return norm
+    return "pre" if model.get("norm_first") else "post"
+
+
+def order(norm: str) -> int:
+    """Sort key of a placement: post, pre, peri (the order of :data:`PLACEMENTS`)."""
+    return list(PLACEMENTS).index(norm)
+
+
 def warmup_of(scheduler: dict | None) -> int:
     """Warm-up steps of a job's scheduler config (0 when it has none)."""
     return int((scheduler or {}).get("warmup_steps") or 0)
@@ -91,7 +108,7 @@ def load_job(folder: Path) -> Job | None:
     model = cfg["model"]
     job = Job(
         folder=folder,
-        norm_first=bool(model["norm_first"]),
+        norm=placement_of(model),
         num_layers=int(model["num_layers"]),
         seed=cfg.get("seed"),
         warmup_steps=warmup_of(model.get("scheduler")),
@@ -131,7 +148,7 @@ def find_jobs(sweep_dirs: Iterable[Path]) -> list[Job]:
             f"no finished LN-placement jobs (config.yaml + grad_norms.csv) under "
             f"{', '.join(map(str, sweep_dirs))}"
         )
-    return sorted(jobs, key=lambda j: (j.warmup_steps, j.norm_first, j.num_layers, j.seed or 0))
+    return sorted(jobs, key=lambda j: (j.warmup_steps, order(j.norm), j.num_layers, j.seed or 0))
 
 
 def at_init(jobs: Sequence[Job]) -> list[Job]:
@@ -140,11 +157,11 @@ def at_init(jobs: Sequence[Job]) -> list[Job]:
     A warm-up cannot change the initialisation, so a warm-up job only counts when its setting
     never ran without one; a setting repeated in several sweeps counts once per seed.
     """
-    settings_without = {(j.norm_first, j.num_layers) for j in jobs if j.warmup_steps == 0}
+    settings_without = {(j.norm, j.num_layers) for j in jobs if j.warmup_steps == 0}
     kept: dict[tuple, Job] = {}
     for j in sorted(jobs, key=lambda j: j.warmup_steps):
-        if j.warmup_steps == 0 or (j.norm_first, j.num_layers) not in settings_without:
-            kept.setdefault((j.norm_first, j.num_layers, j.seed), j)
+        if j.warmup_steps == 0 or (j.norm, j.num_layers) not in settings_without:
+            kept.setdefault((j.norm, j.num_layers, j.seed), j)
     return list(kept.values())
 
 
@@ -154,46 +171,58 @@ def spread(values: Sequence[float]) -> tuple[float, float, float, float]:
     return statistics.fmean(values), std, min(values), max(values)
 
 
-def embedding_by_depth(jobs: Sequence[Job]) -> dict[bool, dict[int, list[float]]]:
+Table = dict[str, dict[int, list[float]]]  # placement -> depth -> one value per seed
+
+
+def embedding_by_depth(jobs: Sequence[Job]) -> Table:
     """placement -> depth -> embedding-gradient norms at init (one per seed)."""
-    table: dict[bool, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    table: Table = defaultdict(lambda: defaultdict(list))
     for job in jobs:
-        table[job.norm_first][job.num_layers].append(job.embedding)
+        table[job.norm][job.num_layers].append(job.embedding)
     return table
 
 
-def depth_rows(table: dict[bool, dict[int, list[float]]]) -> list[tuple]:
+def depth_rows(table: Table) -> list[tuple]:
     rows = []
-    for norm_first in sorted(table):
-        for depth in sorted(table[norm_first]):
-            values = table[norm_first][depth]
-            rows.append((PLACEMENTS[norm_first], depth, len(values), *spread(values)))
+    for norm in sorted(table, key=order):
+        for depth in sorted(table[norm]):
+            values = table[norm][depth]
+            rows.append((PLACEMENTS[norm], depth, len(values), *spread(values)))
     return rows
 
 
-def ratio_rows(table: dict[bool, dict[int, list[float]]]) -> list[tuple]:
-    """(depth, post-LN mean, pre-LN mean, pre/post) for depths measured with both placements."""
+def ratio_rows(table: Table) -> list[tuple]:
+    """(depth, post-LN, pre-LN, Peri-LN means, pre/post, peri/post) for the depths measured with
+    post-LN and another placement; a placement not measured at a depth is ``""``."""
     rows = []
-    for depth in sorted(set(table.get(False, {})) & set(table.get(True, {}))):
-        post = statistics.fmean(table[False][depth])
-        pre = statistics.fmean(table[True][depth])
-        rows.append((depth, post, pre, pre / post))
+    post = table.get("post", {})
+    for depth in sorted(post):
+        means = {
+            n: statistics.fmean(table[n][depth])
+            for n in ("pre", "peri")
+            if depth in table.get(n, {})
+        }
+        if not means:
+            continue
+        base = statistics.fmean(post[depth])
+        rows.append((depth, base, means.get("pre", ""), means.get("peri", ""),
+                     *(means[n] / base if n in means else "" for n in ("pre", "peri"))))  # fmt: skip
     return rows
 
 
-def plot_embedding_by_depth(table: dict[bool, dict[int, list[float]]]):
+def plot_embedding_by_depth(table: Table):
     fig, ax = plt.subplots(figsize=(6, 4))
-    for norm_first in sorted(table):
-        depths = sorted(table[norm_first])
-        stats = [spread(table[norm_first][d]) for d in depths]
+    for norm in sorted(table, key=order):
+        depths = sorted(table[norm])
+        stats = [spread(table[norm][d]) for d in depths]
         means = [s[0] for s in stats]
-        color = COLORS[norm_first]
+        color = COLORS[norm]
         ax.fill_between(
             depths, [s[2] for s in stats], [s[3] for s in stats], color=color, alpha=0.2
         )
-        ax.plot(depths, means, marker="o", color=color, label=f"{PLACEMENTS[norm_first]} (mean)")
+        ax.plot(depths, means, marker="o", color=color, label=f"{PLACEMENTS[norm]} (mean)")
         for d in depths:
-            values = table[norm_first][d]
+            values = table[norm][d]
             ax.scatter([d] * len(values), values, s=8, color=color, alpha=0.6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -207,17 +236,17 @@ def plot_embedding_by_depth(table: dict[bool, dict[int, list[float]]]):
 
 def layer_rows(jobs: Sequence[Job], depth: int) -> list[tuple]:
     """(placement, depth, kind, layer, n, mean, std) of per-layer init norms for one depth."""
-    values: dict[tuple[bool, str, int], list[float]] = defaultdict(list)
+    values: dict[tuple[int, str, int], list[float]] = defaultdict(list)
     for job in jobs:
         if job.num_layers != depth:
             continue
-        for (name, layer), norm in job.init.items():
+        for (name, layer), value in job.init.items():
             if layer is not None:
-                values[(job.norm_first, name, layer)].append(norm)
+                values[(order(job.norm), name, layer)].append(value)
     rows = []
-    for (norm_first, kind, layer), vals in sorted(values.items()):
+    for (index, kind, layer), vals in sorted(values.items()):
         mean, std, _, _ = spread(vals)
-        rows.append((PLACEMENTS[norm_first], depth, kind, layer, len(vals), mean, std))
+        rows.append((list(PLACEMENTS.values())[index], depth, kind, layer, len(vals), mean, std))
     return rows
 
 
@@ -225,7 +254,7 @@ def plot_layers(rows: Sequence[tuple], depth: int):
     kinds = [k for k in LAYER_KINDS if any(r[2] == k for r in rows)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
-        for norm_first, placement in PLACEMENTS.items():
+        for norm, placement in PLACEMENTS.items():
             sel = [r for r in rows if r[2] == kind and r[0] == placement]
             if not sel:
                 continue
@@ -233,7 +262,7 @@ def plot_layers(rows: Sequence[tuple], depth: int):
             means = [r[5] for r in sel]
             stds = [r[6] for r in sel]
             ax.errorbar(layers, means, yerr=stds, marker="o", markersize=3, capsize=2,
-                        color=COLORS[norm_first], label=placement)  # fmt: skip
+                        color=COLORS[norm], label=placement)  # fmt: skip
         ax.set_yscale("log")
         ax.set_xlabel("layer (1 = next to the embedding)")
         ax.set_title(f"{kind} weight gradient, {depth} layers")
@@ -247,7 +276,8 @@ def plot_layers(rows: Sequence[tuple], depth: int):
 def setting(key: tuple) -> tuple:
     """Sort key of a (placement, warm-up, lr) curve; a job without an lr in its config sorts first."""
     placement, warmup, lr = key
-    return (str(placement), warmup, lr if lr is not None else -1.0)
+    rank = list(PLACEMENTS.values()).index(placement) if placement in PLACEMENTS.values() else -1
+    return (rank, warmup, lr if lr is not None else -1.0)
 
 
 def loss_rows(jobs: Sequence[Job], depth: int, curve: str = "loss_steps") -> list[tuple]:
@@ -258,14 +288,12 @@ def loss_rows(jobs: Sequence[Job], depth: int, curve: str = "loss_steps") -> lis
     for job in jobs:
         if job.num_layers == depth:
             for step, loss in getattr(job, curve):
-                curves[(job.norm_first, job.warmup_steps, job.lr)][step].append(loss)
+                curves[(PLACEMENTS[job.norm], job.warmup_steps, job.lr)][step].append(loss)
     rows = []
-    for (norm_first, warmup, lr), by_step in sorted(curves.items(), key=lambda kv: setting(kv[0])):
+    for (placement, warmup, lr), by_step in sorted(curves.items(), key=lambda kv: setting(kv[0])):
         for step in sorted(by_step):
             vals = by_step[step]
-            rows.append(
-                (PLACEMENTS[norm_first], warmup, lr, depth, step, len(vals), statistics.fmean(vals))
-            )
+            rows.append((placement, warmup, lr, depth, step, len(vals), statistics.fmean(vals)))
     return rows
 
 
@@ -287,13 +315,13 @@ def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (
     one_lr = len({r[2] for r in rows}) == 1
     for placement, warmup, lr in settings:
         sel = [r for r in rows if r[:3] == (placement, warmup, lr)]
-        norm_first = placement == PLACEMENTS[True]
+        norm = next(n for n, label in PLACEMENTS.items() if label == placement)
         label = f"{placement}, " + (f"warm-up {warmup} steps" if warmup else "no warm-up")
         if not one_lr:
             label += f", lr {lr:g}" if lr is not None else ", lr not in config"
         steps, losses = [r[4] for r in sel], [r[6] for r in sel]
         linestyle = LINESTYLES[schedules.index((warmup, lr)) % len(LINESTYLES)]
-        style = dict(color=COLORS[norm_first], linestyle=linestyle)
+        style = dict(color=COLORS[norm], linestyle=linestyle)
         ax.plot(steps, losses, alpha=0.25, linewidth=0.8, **style)
         ax.plot(steps, running_mean(losses, window), label=label, **style)
         val = [r for r in val_rows if r[:3] == (placement, warmup, lr)]
@@ -310,11 +338,15 @@ def plot_losses(rows: Sequence[tuple], depth: int, val_rows: Sequence[tuple] = (
 
 
 def markdown_ratio_table(rows: Sequence[tuple]) -> str:
+    """The rows of :func:`ratio_rows` as a Markdown table (``-`` where a placement is missing)."""
     lines = [
-        "| layers | post-LN ‖∂L/∂E‖ | pre-LN ‖∂L/∂E‖ | pre / post |",
-        "|---:|---:|---:|---:|",
+        "| layers | post-LN ‖∂L/∂E‖ | pre-LN ‖∂L/∂E‖ | Peri-LN ‖∂L/∂E‖ | pre / post | peri / post |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {d} | {post:.3g} | {pre:.3g} | {ratio:.3g} |" for d, post, pre, ratio in rows]
+    for depth, *values in rows:
+        lines.append(
+            f"| {depth} | " + " | ".join("-" if v == "" else f"{v:.3g}" for v in values) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -329,7 +361,7 @@ def report(
         out / "jobs.csv",
         ["folder", "placement", "num_layers", "seed", "warmup_steps", "lr", "embedding_grad_init",
          "last_train_loss", "val_loss"],
-        [(j.folder.name, PLACEMENTS[j.norm_first], j.num_layers, j.seed, j.warmup_steps, j.lr,
+        [(j.folder.name, PLACEMENTS[j.norm], j.num_layers, j.seed, j.warmup_steps, j.lr,
           j.embedding, j.loss_steps[-1][1] if j.loss_steps else "",
           "" if j.val_loss is None else j.val_loss) for j in jobs],
     )  # fmt: skip
@@ -345,7 +377,9 @@ def report(
     )
     ratios = ratio_rows(table)
     paths["ratio_csv"] = write_csv(
-        out / "pre_post_ratio.csv", ["num_layers", "post_ln", "pre_ln", "pre_over_post"], ratios
+        out / "pre_post_ratio.csv",
+        ["num_layers", "post_ln", "pre_ln", "peri_ln", "pre_over_post", "peri_over_post"],
+        ratios,
     )
     deepest = max(j.num_layers for j in init_jobs)
     rows = layer_rows(init_jobs, deepest)
