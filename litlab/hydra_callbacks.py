@@ -29,7 +29,8 @@ HEADER = ("job", "status", "action", "optimized_metric", "overrides", "run_dir",
 
 
 def count_jobs(config: DictConfig) -> int | None:
-    """How many jobs the sweep makes: the basic sweeper's product of the command line's values,
+    """How many jobs the sweep makes: the basic sweeper's product of the swept values (its
+    ``params`` in the config and the command line's),
     the Optuna sweeper's ``n_trials`` (``hparams_search=...``); None for other sweepers."""
     sweeper = config.hydra.sweeper
     target = str(sweeper.get("_target_", ""))
@@ -40,7 +41,9 @@ def count_jobs(config: DictConfig) -> int | None:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    # as the sweeper itself: the config's hydra.sweeper.params first, the command line after
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
     return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
 
 

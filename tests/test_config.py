@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
+from litlab.builders import CONF_DIR
 from tests.test_train_vae import EVAL_SMALL
 
 
@@ -56,3 +59,20 @@ def test_data_override_beats_the_models_choice(make_cfg) -> None:
     cfg = make_cfg("model=vae_mlp", "data=wikitext2", tiny=False)
     assert cfg.data._target_ == "datamodules.wikitext2.WikiText2DataModule"
     assert cfg.model._target_ == "lightning_modules.vae.VAE"
+
+
+def test_job_count_includes_the_sweep_params_of_the_config(tmp_path: Path) -> None:
+    """A sweep declared in the config (hydra.sweeper.params) is counted as the sweeper runs it,
+    so the multirun summary is printed after its last job; the command line overrides a key."""
+    from litlab.hydra_callbacks import count_jobs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = ["experiment=ln_lr_sensitivity", f"paths.log_dir={tmp_path}"]
+        full = compose("train", overrides=base, return_hydra_config=True)
+        narrowed = compose(
+            "train", overrides=[*base, "model.num_layers=2"], return_hydra_config=True
+        )
+    GlobalHydra.instance().clear()
+    assert count_jobs(full) == 6 * 3 * 2 * 2
+    assert count_jobs(narrowed) == 6 * 3 * 2
