@@ -68,6 +68,7 @@ class StepClock:
         self.steps = 0
         self.items: int | torch.Tensor = 0
         self.start = self.stop = 0.0
+        self.cpu_start = self.cpu_stop = 0.0  # process CPU time (all threads), same window
         self.losses: list[float] = []
 
     @property
@@ -90,8 +91,10 @@ class StepClock:
             self.items = self.items + self.count(batch)
         if self.steps == self.warmup_steps:
             self.start = self._now()
+            self.cpu_start = time.process_time()
         elif self.steps == self.total_steps:
             self.stop = self._now()
+            self.cpu_stop = time.process_time()
         if self.record_losses:
             self.losses.append(float(loss))
 
@@ -105,6 +108,7 @@ class StepClock:
             "steps": self.steps,
             "timed_steps": self.timed_steps,
             "seconds": seconds,
+            "cpu_seconds": self.cpu_stop - self.cpu_start,
             "items": items,
             "unit": self.unit,
             "items_per_s": items / seconds,
@@ -139,7 +143,9 @@ class BenchClock(L.Callback):
 
 
 class FirstBatchProbe(L.Callback):
-    """Start-up probe: writes the wall-clock time (``time.time()``) of the first training batch."""
+    """Start-up probe: writes the wall-clock time (``time.time()``) of the first training batch,
+    and the process's CPU time so far (``cpu``: user + system seconds of all its threads, which
+    other jobs on a shared CPU inflate much less than the wall time)."""
 
     def __init__(self, out: str) -> None:
         super().__init__()
@@ -147,4 +153,63 @@ class FirstBatchProbe(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
         if not self.out.exists():
-            self.out.write_text(json.dumps({"first_batch": time.time()}))
+            self.out.write_text(
+                json.dumps({"first_batch": time.time(), "cpu": time.process_time()})
+            )
+
+
+class PhaseTimes(L.Callback):
+    """Wall-clock stamps (``time.time()``) of a run's phases, written as JSON to ``out`` after
+    each phase: what :mod:`benchmarks.plan` needs to size a run to the time left.
+
+    ``launched`` (given by the caller: when the process was started), ``first_batch`` (the first
+    training batch starts: imports, data, model, sanity check and any set-up callback are
+    before it), ``warm`` and ``last`` (the end of training step ``warmup_steps`` and of the last
+    step, with ``steps``), ``epoch_batches`` (training batches in a whole epoch, whatever
+    ``limit_train_batches`` is), ``val_s`` (each validation's seconds, sanity check excluded),
+    ``test_s`` with ``test_batches`` run of ``test_batches_total`` in the whole split.
+    """
+
+    def __init__(self, out: str, launched: float | None = None, warmup_steps: int = 10) -> None:
+        super().__init__()
+        self.out = Path(out)
+        self.warmup_steps = warmup_steps
+        self.times: dict[str, Any] = {"launched": launched, "val_s": [], "steps": 0}
+        self._start = 0.0
+
+    def _write(self) -> None:
+        self.out.write_text(json.dumps(self.times))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times["epoch_batches"] = len(trainer.train_dataloader)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        self.times.setdefault("first_batch", time.time())
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+        self.times["steps"] += 1
+        self.times["last"] = time.time()
+        if self.times["steps"] == self.warmup_steps:
+            self.times["warm"] = self.times["last"]
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.time()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.times["val_s"].append(time.time() - self._start)
+            self._write()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times["warmup_steps"] = self.warmup_steps
+        self._write()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.time()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times["test_s"] = time.time() - self._start
+        self.times["test_batches"] = int(sum(trainer.num_test_batches))
+        datamodule = trainer.datamodule
+        self.times["test_batches_total"] = len(datamodule.test_dataloader()) if datamodule else None
+        self._write()

@@ -4,7 +4,9 @@ own: ``python -m benchmarks.measure --model vae_mlp --variant a --data-dir DIR``
 Variants: ``a`` litlab's path (``train.train(cfg)`` of ``train.py`` on the composed config, with a
 :class:`~benchmarks.clock.BenchClock` callback added), ``b`` the plain loop of
 :mod:`benchmarks.plain_loops` on the same tensors, ``c`` the plain loop fed by the canonical
-torchvision pipeline (MNIST studies only; needs ``--mnist-root``). Prints one JSON object.
+torchvision pipeline (MNIST studies only; needs ``--mnist-root``), ``g`` litlab's GPU fast path
+(``a`` with ``trainer=gpu model.compile=true``: bf16 autocast, fused optimiser, inductor; the
+compilation happens in the warm-up steps). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from benchmarks.clock import StepClock
 from benchmarks.plain_loops import plain_fit, plain_setup, steps_per_epoch
 from benchmarks.workloads import WORKLOADS, Workload, bench_config
 
-VARIANTS = {"a": "litlab train.py", "b": "plain loop", "c": "canonical pipeline"}
+VARIANTS = {
+    "a": "litlab train.py",
+    "b": "plain loop",
+    "c": "canonical pipeline",
+    "g": "litlab train.py trainer=gpu model.compile=true",
+}
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[Any, Any]:
@@ -110,11 +117,12 @@ def measure(
     if variant == "c" and not canonical_root:
         raise ValueError("variant c needs canonical_root (unpacked MNIST for torchvision)")
     with tempfile.TemporaryDirectory(prefix="litlab-bench-") as tmp:
-        cfg = bench_config(workload, Path(output_dir or tmp), data_dir, device)
-        warmup = warmup or workload.warmup_steps
-        one_epoch = timed is None and workload.timed_steps is None
-        timed = epoch_steps(cfg) if one_epoch else timed or workload.timed_steps
-        if variant == "a":
+        cfg = bench_config(workload, Path(output_dir or tmp), data_dir, device, variant == "g")
+        default_warmup, default_timed = workload.window(device)
+        warmup = warmup or default_warmup
+        one_epoch = timed is None and default_timed is None
+        timed = epoch_steps(cfg) if one_epoch else timed or default_timed
+        if variant in ("a", "g"):
             result = measure_litlab(workload, cfg, warmup, timed, device, record_losses)
         else:
             root = canonical_root if variant == "c" else None

@@ -2,10 +2,12 @@
 
 For every study (VAE-MLP, VAE-CNN, Seq2Seq, Transformer LM) and every repetition, each variant
 runs in its own fresh process (``benchmarks.measure``): (a) litlab's ``train.py`` path, (b) the
-plain PyTorch loop, and for the VAE-MLP (c) the canonical torchvision pipeline. The variants of a
+plain PyTorch loop, and for the VAE-MLP (c) the canonical torchvision pipeline and, on CUDA, (g)
+litlab's GPU fast path (``trainer=gpu model.compile=true``). The variants of a
 repetition run back to back (their order alternating between repetitions) so that load from other
 jobs on the machine hits both sides alike; ratios are taken within a repetition, then the median
-over repetitions is reported. Results: ``benchmarks/RESULTS.md`` (and the raw numbers as JSON).
+over repetitions is reported. Results: ``benchmarks/RESULTS.md`` (and the raw numbers as JSON); on CUDA
+``benchmarks/RESULTS_GPU.md``, so that a GPU run never replaces the CPU figures.
 
     python -m benchmarks.run [--quick] [--models vae_mlp ...] [--repeats N] [--device cpu|cuda]
 """
@@ -64,10 +66,14 @@ def run_child(kwargs: dict[str, Any], env: dict[str, str], timeout: float) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def variants_for(model: str, repeat: int) -> list[str]:
+def variants_for(model: str, repeat: int, device: str = "cpu") -> list[str]:
     """The variants of one repetition, order alternating between repetitions."""
     names = ["a", "b"] if repeat % 2 == 0 else ["b", "a"]
-    return [*names, "c"] if WORKLOADS[model].canonical else names
+    if WORKLOADS[model].canonical:
+        names.append("c")
+    if WORKLOADS[model].fast_path and device.startswith("cuda"):
+        names.append("g")
+    return names
 
 
 def measure_all(args: argparse.Namespace, env: dict[str, str], mnist_root: str) -> list[dict]:
@@ -75,7 +81,7 @@ def measure_all(args: argparse.Namespace, env: dict[str, str], mnist_root: str) 
     results = []
     for repeat in range(args.repeats):
         for model in args.models:
-            for variant in variants_for(model, repeat):
+            for variant in variants_for(model, repeat, args.device):
                 kwargs = {"model": model, "variant": variant, "data_dir": args.data_dir,
                           "device": args.device, "canonical_root": mnist_root}  # fmt: skip
                 if args.quick:
@@ -132,7 +138,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--startup-repeats", type=int, default=None, help="default 3 (0: skip)")
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", str(ROOT / "data")))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default benchmarks/RESULTS.md, RESULTS_GPU.md on CUDA",
+    )
     parser.add_argument(
         "--inline",
         action="store_true",
@@ -151,6 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.startup_repeats is None:
         args.startup_repeats = 1 if args.quick else 3
     args.data_dir = str(Path(args.data_dir).resolve())
+    if args.out is None:
+        name = "RESULTS_GPU.md" if args.device.startswith("cuda") else "RESULTS.md"
+        args.out = ROOT / "benchmarks" / name
     return args
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from litlab.builders import ROOT, compose_config
 
-__all__ = ["ROOT", "WORKLOADS", "Workload", "bench_config", "compose_config"]
+__all__ = ["FAST_PATH_OVERRIDES", "ROOT", "WORKLOADS", "Workload", "bench_config", "compose_config"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class Workload:
     """One benchmarked study.
 
     ``timed_steps=None`` times one epoch's worth of steps (the window then holds one epoch
-    boundary, see :mod:`benchmarks.clock`); otherwise that many steps.
+    boundary, see :mod:`benchmarks.clock`); otherwise that many steps. On CUDA a step takes
+    milliseconds, so the step windows are longer there (``cuda_timed_steps``). ``fast_path``:
+    also measure litlab's GPU fast path on CUDA (variant ``g``, :data:`FAST_PATH_OVERRIDES`).
     """
 
     name: str
@@ -33,16 +35,27 @@ class Workload:
     warmup_steps: int
     timed_steps: int | None
     canonical: bool = False  # also run the torchvision ToTensor + DataLoader pipeline (c)
+    cuda_timed_steps: int | None = None  # the window on CUDA (None: one epoch)
+    fast_path: bool = False  # also run variant g on CUDA
+
+    def window(self, device: str) -> tuple[int, int | None]:
+        """Warm-up and timed steps on ``device`` (timed None: one epoch)."""
+        if device.startswith("cuda"):
+            return self.warmup_steps, self.cuda_timed_steps
+        return self.warmup_steps, self.timed_steps
 
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("vae_mlp", "VAE-MLP", ("experiment=vae_mlp_seed",), "images", 30, None, True),
-        Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 60),
-        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 30),
+        Workload("vae_mlp", "VAE-MLP", ("experiment=vae_mlp_seed",), "images", 30, None, True,
+                 fast_path=True),
+        Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 60,
+                 cuda_timed_steps=300),
+        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 30,
+                 cuda_timed_steps=100),
         Workload("transformer", "Transformer LM (tutorial)", ("model=transformer_tutorial",),
-                 "tokens", 3, 20),
+                 "tokens", 3, 20, cuda_timed_steps=300),
     )
 }  # fmt: skip
 
@@ -61,10 +74,22 @@ BENCH_OVERRIDES = (
 )
 
 
+# Variant g: litlab's GPU fast path as a user runs it (the trainer=gpu preset: bf16 autocast,
+# data on the device, fused optimiser; and torch.compile with its default backend, inductor).
+FAST_PATH_OVERRIDES = ("trainer=gpu", "trainer.precision=bf16-mixed", "model.compile=true")
+
+
 def bench_config(
-    workload: Workload, output_dir: Path, data_dir: Path | str, device: str = "cpu"
+    workload: Workload,
+    output_dir: Path,
+    data_dir: Path | str,
+    device: str = "cpu",
+    fast_path: bool = False,
 ) -> DictConfig:
-    """The workload's config with :data:`BENCH_OVERRIDES`, on ``device``."""
+    """The workload's config with :data:`BENCH_OVERRIDES`, on ``device`` (``fast_path``: with
+    :data:`FAST_PATH_OVERRIDES` after them)."""
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
     overrides = [*workload.overrides, *BENCH_OVERRIDES, f"trainer.accelerator={accelerator}"]
+    if fast_path:
+        overrides += FAST_PATH_OVERRIDES
     return compose_config(overrides, output_dir, data_dir)

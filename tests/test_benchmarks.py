@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import plan, report
 from benchmarks import run as bench_run
 from benchmarks.measure import measure
 from tests.conftest import run_python
@@ -64,3 +65,53 @@ def test_quick_run_in_fresh_processes(data_dir: Path, tmp_path: Path):
     proc = run_python(args, data_dir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "to its first training batch" in out.read_text()
+
+
+def test_cuda_runs_the_fast_path_variant_and_writes_its_own_report() -> None:
+    assert bench_run.variants_for("vae_mlp", 0, "cuda") == ["a", "b", "c", "g"]
+    assert bench_run.variants_for("vae_mlp", 1, "cpu") == ["b", "a", "c"]
+    assert bench_run.variants_for("seq2seq", 0, "cuda") == ["a", "b"]
+    assert bench_run.parse_args(["--device", "cuda"]).out.name == "RESULTS_GPU.md"
+    assert bench_run.parse_args([]).out.name == "RESULTS.md"
+
+
+def fake_result(model: str, variant: str, repeat: int, seconds: float) -> dict:
+    window = "epoch" if model == "vae_mlp" else "steps"
+    return {"model": model, "variant": variant, "device": "cuda", "window": window,
+            "steps": 330, "timed_steps": 300, "seconds": seconds, "cpu_seconds": seconds,
+            "items": 38400, "unit": "images", "items_per_s": 38400 / seconds, "losses": [],
+            "peak_rss_mib": 900.0, "peak_gpu_mib": 120.0, "load_before": 0.1,
+            "repeat": repeat}  # fmt: skip
+
+
+def test_gpu_report_has_the_fast_path_row(tmp_path: Path) -> None:
+    """A CUDA run's report: the (g) row against the plain loop and the 0.7 s target, peak GPU
+    memory per study, the GPU column in the raw table; no CPU notes."""
+    results = [fake_result("vae_mlp", v, r, s) for r in range(2)
+               for v, s in (("a", 1.5), ("b", 1.4), ("c", 9.0), ("g", 0.6))]  # fmt: skip
+    results += [fake_result("vae_cnn", v, 0, s) for v, s in (("a", 2.0), ("b", 2.0))]
+    run = {"args": {"device": "cuda", "threads": "None", "quick": "False", "repeats": "2"},
+           "seconds": 60.0, "load_start": [0.1], "load_end": [0.2], "results": results,
+           "startup": None, "date": "today", "machine": ["- GPU: test"]}  # fmt: skip
+    out = tmp_path / "RESULTS_GPU.md"
+    report.write_report(run, out)
+    text = out.read_text()
+    assert "| 0.600 s/epoch | 0.429 | 0.400 | 120 MiB | met |" in text
+    assert "| VAE-CNN | 120 MiB | 120 MiB | – |" in text
+    assert "peak GPU MiB" in text and "not yet measured" not in text
+    assert "### Threads" not in text  # benchmarks/notes.md is about the CPU run
+
+
+def test_plan_sizes_a_job_to_the_seconds_left() -> None:
+    """benchmarks.plan: start + epochs x (steps x step + val / val_every) + val + test <= seconds."""
+    times = {"launched": 0.0, "first_batch": 10.0, "warmup_steps": 10, "steps": 110,
+             "warm": 11.0, "last": 12.0, "epoch_batches": 500, "val_s": [2.0],
+             "test_s": 1.0, "test_batches": 1, "test_batches_total": 10}  # fmt: skip
+    p = plan.phases(times)
+    assert p == {"start_s": 10.0, "step_s": 0.01, "epoch_batches": 500, "val_s": 2.0,
+                 "test_s": 10.0}  # fmt: skip
+    epochs, epoch_s = plan.epochs_that_fit(100.0, p, max_epochs=40, val_every=1, margin=0.0)
+    assert epoch_s == pytest.approx(7.0) and epochs == 11  # (100 - 22) / 7
+    assert plan.epochs_that_fit(100.0, p, max_epochs=5)[0] == 5  # the config's epochs fit
+    assert plan.epochs_that_fit(10.0, p, max_epochs=40)[0] == 1  # at least one
+    assert plan.epochs_that_fit(100.0, p, max_epochs=40, val_every=5, margin=0.0)[0] == 14

@@ -1,21 +1,92 @@
-"""The shell scripts under scripts/ (the GPU lease scripts) parse: ``bash -n`` on each."""
+"""The shell scripts under scripts/: each parses (``bash -n``), and the GPU check
+(``scripts/gpu_check.sh``) runs its whole programme on the CPU with ``SMOKE=1``."""
 
 from __future__ import annotations
 
+import csv
+import os
+import re
 import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+GPU_CHECK = ROOT / "scripts" / "gpu_check.sh"
+# what the GPU lease machine already has (the script's header); everything else litlab needs
+# must be among the wheels its documented call installs
+ON_THE_LEASE_MACHINE = {
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "tensorboard",
+    "matplotlib",
+}
 
 
-def test_there_are_lease_scripts() -> None:
-    assert {p.name for p in SCRIPTS} >= {"gpu_lib.sh", "gpu_lm.sh", "gpu_session.sh"}
+def test_the_gpu_check_is_the_one_lease_script() -> None:
+    assert GPU_CHECK in SCRIPTS
+    assert not {"gpu_lm.sh", "gpu_session.sh", "gpu_lib.sh"} & {p.name for p in SCRIPTS}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_parses(script: Path) -> None:
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_gpu_check_installs_every_missing_dependency() -> None:
+    """Each dependency in pyproject.toml that the lease machine lacks is in the script's wheel
+    list (``pip download ...``), and so are pytest's."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    text = GPU_CHECK.read_text()
+    wheels = {m.split("==")[0].lower() for m in re.findall(r"([A-Za-z0-9_.-]+==[\w.]+)", text)}
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ;\[]", dep, maxsplit=1)[0].lower() for dep in deps}
+    missing = names - ON_THE_LEASE_MACHINE - wheels
+    assert not missing, f"not among gpu_check.sh's wheels: {missing}"
+    assert {"pytest", "pluggy", "iniconfig", "pygments", "antlr4-python3-runtime"} <= wheels
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_gpu_check_smoke_runs_every_step(tmp_path: Path, data_dir: Path) -> None:
+    """``SMOKE=1 bash scripts/gpu_check.sh``: the GPU tests (skipped here), the benchmark, the
+    probes, the sized jobs, the timed jobs and the four LN multiruns all finish, and OUT holds
+    the summaries, CSVs and archives (no checkpoints in them)."""
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    env = dict(os.environ, SMOKE="1", LOGS=str(logs), OUT=str(out), PYTHON=sys.executable,
+               DATA_DIR=str(data_dir), LITLAB_CACHE=str(tmp_path / "cache"))  # fmt: skip
+    env.pop("PYTEST_CURRENT_TEST", None)
+    proc = subprocess.run(["bash", str(GPU_CHECK)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1500)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = (out / "status.txt").read_text()
+    jobs = {row["job"]: row for row in rows(out / "jobs.csv")}
+    expected = {"pytest_gpu", "bench", "ln_seed0", "ln_seed1", "ln_seed2", "ln_warmup",
+                "vae_mlp_seed_compile", "probe_lm", "lm", "probe_vae_cnn_deep_likelihood",
+                "vae_cnn_deep_likelihood", "probe_vae_mlp_likelihood", "vae_mlp_likelihood"}  # fmt: skip
+    assert set(jobs) == expected, status
+    failed = {name: row["rc"] for name, row in jobs.items() if row["rc"] != "0"}
+    assert not failed, f"{failed}\n{status}"
+    plan = {row["job"]: row for row in rows(out / "plan.csv")}
+    assert set(plan) == {"lm", "vae_cnn_deep_likelihood", "vae_mlp_likelihood"}
+    assert all(1 <= int(row["epochs"]) <= int(row["max_epochs"]) for row in plan.values())
+    summary = (out / "summary.md").read_text()
+    for heading in ("## pytest -m gpu", "## Default LM", "## VAEs", "## LN-placement sweep"):
+        assert heading in summary
+    assert re.search(r"\| .*lm \| [\d.]+ \|", summary), summary  # the LM's row, with numbers
+    assert "skipped" in (out / "pytest_gpu.log").read_text()  # no CUDA here
+    assert (out / "RESULTS_GPU.md").is_file() and (out / "ln_report" / "jobs.csv").is_file()
+    for group in ("lm", "vae", "ln"):
+        with tarfile.open(out / f"logs_{group}.tgz") as archive:
+            names = archive.getnames()
+        assert any(name.endswith("metrics.csv") for name in names), group
+        assert not [name for name in names if ".ckpt" in name], group
