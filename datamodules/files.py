@@ -7,6 +7,12 @@ is on, fetch it from each mirror in turn, verify its SHA-256 and move it into pl
 and how to fix it. Files are read by :func:`read_bytes` (gzip or plain; a truncated or corrupt
 file is a :class:`DataError` naming it, never a traceback) and :func:`read_text`.
 
+Decoding a data set can cost more than the rest of a run's start-up (MNIST: gunzip 55 MB, split,
+binarise the evaluation images), so a data module may keep what it decoded in the cache
+(:func:`cached_tensors`, ``$LITLAB_CACHE``, default ``~/.cache/litlab``; ``LITLAB_CACHE=off``
+turns it off): one file per data set and settings, keyed by the source files' sizes and
+modification times, so a changed file is decoded again.
+
 Concurrent downloads are safe: under DDP every rank runs ``train.py`` (torchrun and SLURM start
 them all at once, and ``train.py`` prepares the data before the Trainer exists), so the missing
 files are fetched under an exclusive lock on the data folder (:func:`folder_lock`): the first
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -35,8 +42,11 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "CACHE_ENV",
     "DataError",
     "DataNotFoundError",
+    "cache_dir",
+    "cached_tensors",
     "check_sha256",
     "download_file",
     "fetch_missing",
@@ -52,6 +62,8 @@ log = logging.getLogger(__name__)
 
 REDOWNLOAD = "delete it and download again"
 LOCK_NAME = ".download.lock"
+CACHE_ENV = "LITLAB_CACHE"
+CACHE_KEEP = 3  # entries kept per data set (the most recently used)
 
 
 # -- finding and reading -----------------------------------------------------------------------
@@ -122,6 +134,73 @@ def sha256sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- the decoded-data cache ---------------------------------------------------------------------
+def cache_dir() -> Path | None:
+    """The cache folder: ``$LITLAB_CACHE``, else ``$XDG_CACHE_HOME/litlab`` (``~/.cache/litlab``);
+    None when ``LITLAB_CACHE`` is ``off``, ``0`` or empty."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "false", "no") else Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "litlab"
+
+
+def file_stamp(*paths: Path) -> list[tuple[str, int, int]]:
+    """``(name, size, mtime_ns)`` of each file: what a cache key needs to notice a changed file
+    without reading it."""
+    stamps = []
+    for path in paths:
+        stat = path.stat()
+        stamps.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return stamps
+
+
+def cached_tensors(
+    kind: str, key: object, build: Callable[[], dict], keep: int = CACHE_KEEP
+) -> dict:
+    """``build()`` (a dict of tensors), decoded once per ``key`` and then read from the cache.
+
+    The entry is ``<cache_dir>/<kind>/<sha256 of key>.pt``, written atomically (a temporary file
+    renamed into place, so concurrent processes never see a partial one) and read back memory
+    mapped with ``torch.load(weights_only=True, mmap=True)``: no copy until the tensors are used.
+    ``key`` (JSON-serialisable) must hold everything the result depends on: the source files'
+    :func:`file_stamp` and the settings. An unreadable or unwritable cache is skipped (the data
+    is decoded as without one); only the ``keep`` most recently used entries of ``kind`` stay.
+    """
+    import torch  # the data modules import it anyway; files.py itself does not need it
+
+    root = cache_dir()
+    if root is None:
+        return build()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    folder = root / kind
+    path = folder / f"{digest[:32]}.pt"
+    if path.is_file():
+        try:
+            tensors = torch.load(path, weights_only=True, mmap=True)
+            os.utime(path)  # most recently used
+            return tensors
+        except Exception as err:  # noqa: BLE001  (a damaged entry is rebuilt, never fatal)
+            log.warning("ignoring the unreadable cache entry %s (%s)", path, err)
+    tensors = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(tensors, handle)
+            os.replace(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        entries = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError as err:  # read-only home, full disk: run without the cache
+        log.debug("cache not written (%s)", err)
+    return tensors
 
 
 # -- downloading -------------------------------------------------------------------------------

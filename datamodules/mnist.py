@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import torch
 
 from datamodules.base import IndexedTensors, InMemoryDataModule
-from datamodules.files import fetch_missing, read_bytes
+from datamodules.files import cached_tensors, fetch_missing, file_stamp, read_bytes
 from litlab.errors import ConfigError, DataError
 from litlab.ranges import Interval, NonNegativeInt, PositiveInt, Seed
 
@@ -40,6 +40,7 @@ MNIST_FILES: dict[str, str] = {
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
 
+CACHE_VERSION = 1  # bump when what setup() computes changes
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
 IMAGE_SIDE = 28
@@ -133,21 +134,43 @@ class MNISTDataModule(InMemoryDataModule):
         return images, labels
 
     def setup(self, stage: str | None = None) -> None:
+        """The three splits, decoded once and then read from the cache (``datamodules.files``:
+        keyed by the IDX files' sizes and times and by every setting the splits depend on)."""
         if self.splits:
             return
+        hp = self.hparams
+        self._fetch(False)
+        files = [self.raw_dir / name for name in MNIST_FILES]
+        key = {"version": CACHE_VERSION, "files": file_stamp(*files), "val_size": hp.val_size,
+               "split_seed": hp.split_seed, "binarize": hp.binarize,
+               "eval_binarize_seed": hp.eval_binarize_seed}  # fmt: skip
+        decoded = cached_tensors("mnist", key, self._decode)
+        self.split_indices = {split: decoded[f"{split}_index"] for split in ("train", "val")}
+        self.splits = {
+            split: IndexedTensors(decoded[f"{split}_images"], decoded[f"{split}_labels"])
+            for split in ("train", "val", "test")
+        }
+
+    def _decode(self) -> dict[str, torch.Tensor]:
+        """Read the IDX files, split the 60k training images (seeded) and fix the pixels that are
+        fixed at setup time: the tensors of :meth:`setup`, by name."""
         hp = self.hparams
         images, labels = self.load_split(train=True)
         if not 0 < hp.val_size < len(images):
             raise ConfigError(f"data.val_size={hp.val_size} must be in (0, {len(images)})")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(hp.split_seed))
         val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
-        self.split_indices = {"train": train_idx, "val": val_idx}  # into the 60k training file
         test_images, test_labels = self.load_split(train=False)
         fixed = torch.Generator().manual_seed(hp.eval_binarize_seed)
-        self.splits = {
-            "train": IndexedTensors(self._fixed_pixels(images[train_idx], None), labels[train_idx]),
-            "val": IndexedTensors(self._fixed_pixels(images[val_idx], fixed), labels[val_idx]),
-            "test": IndexedTensors(self._fixed_pixels(test_images, fixed), test_labels),
+        return {
+            "train_index": train_idx,  # into the 60k training file
+            "val_index": val_idx,
+            "train_images": self._fixed_pixels(images[train_idx], None),
+            "train_labels": labels[train_idx],
+            "val_images": self._fixed_pixels(images[val_idx], fixed),
+            "val_labels": labels[val_idx],
+            "test_images": self._fixed_pixels(test_images, fixed),
+            "test_labels": test_labels,
         }
 
     def _fixed_pixels(
