@@ -27,6 +27,7 @@ from litlab.builders import (
 )
 from litlab.checkpoints import check_checkpoint, resolve_ckpt_path, save_final_state
 from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
+from litlab.hydra_mode import skip_mode_probe
 from litlab.loggers import log_hparams_with_metrics
 from litlab.rundirs import check_given_folders, check_output_dir, register_fresh_dir
 from litlab.scale import refuse_multirun_ddp
@@ -148,6 +149,7 @@ def cli() -> None:
     except ConfigError as err:
         print(describe(err), file=sys.stderr)
         sys.exit(1)
+    skip_mode_probe(sys.argv[1:], CONF_DIR)  # one composition of the config, not two (start-up)
     main()
 
 
