@@ -128,3 +128,16 @@ def seq2seq_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
     proc = run_python(cmd, data_dir, timeout=300, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
+
+
+def write_message_table(env_var: str, header: list[str], rows: list[tuple[str, ...]]) -> None:
+    """With ``<env_var>=<path>`` set, write ``rows`` (the last cell a message, the one before it
+    a command) as a Markdown table: how results/reliability.md's tables are made."""
+    target = os.environ.get(env_var)
+    if not target or not rows:
+        return
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for *cells, command, message in rows:
+        cells = [*cells, f"`{command}`", message.replace("|", "\\|")]
+        lines.append("| " + " | ".join(cells) + " |")
+    Path(target).write_text("\n".join(lines) + "\n")

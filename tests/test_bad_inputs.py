@@ -21,7 +21,7 @@ import torch
 
 import train as train_script
 from litlab.cli.translate import main as translate_main
-from tests.conftest import TINY, run_python
+from tests.conftest import TINY, run_python, write_message_table
 from tests.test_errors import user_message
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -366,15 +366,10 @@ def test_failing_sweep_job_summary_keeps_the_reason(tmp_path: Path, data_dir: Pa
 def write_table() -> None:
     """With ``LITLAB_ERROR_TABLE2=<path>``, write the messages seen as a Markdown table."""
     yield
-    target = os.environ.get("LITLAB_ERROR_TABLE2")
-    if not target or not MESSAGES:
-        return
-    rows = ["| # | what | bad input | arguments (`python train.py` unless shown) | what the user sees |",
-            "|---|---|---|---|---|"]  # fmt: skip
-    for n, (group, name, command, message) in enumerate(MESSAGES, start=1):
-        cell = message.replace("|", "\\|")
-        rows.append(f"| {n} | {group} | {name} | `{command}` | {cell} |")
-    Path(target).write_text("\n".join(rows) + "\n")
+    header = ["#", "what", "bad input", "arguments (`python train.py` unless shown)",
+              "what the user sees"]  # fmt: skip
+    numbered = [(str(n), *row) for n, row in enumerate(MESSAGES, start=1)]
+    write_message_table("LITLAB_ERROR_TABLE2", header, numbered)
 
 
 def test_the_table_covers_every_class() -> None:

@@ -25,7 +25,7 @@ import torch
 import train as train_script
 from litlab.checkpoints import load_checkpoint
 from litlab.cli.translate import main as translate_main
-from tests.conftest import SEQ2SEQ_TINY, compose_config
+from tests.conftest import SEQ2SEQ_TINY, compose_config, write_message_table
 
 TINY = [
     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -302,12 +302,9 @@ def test_translate_refuses_unsafe_and_foreign_checkpoints(
 def write_error_table() -> None:
     """With ``LITLAB_ERROR_TABLE=<path>``, write the messages seen as a Markdown table."""
     yield
-    target = os.environ.get("LITLAB_ERROR_TABLE")
-    if not target or not MESSAGES:
-        return
-    rows = ["| bad input | command (`python train.py` unless shown) | what the user sees (stderr) |",
-            "|---|---|---|"]  # fmt: skip
-    for name, command, message in MESSAGES:
-        cell = message.replace("|", "\\|")
-        rows.append(f"| {name} | `{command}` | {cell} |")
-    Path(target).write_text("\n".join(rows) + "\n")
+    header = [
+        "bad input",
+        "command (`python train.py` unless shown)",
+        "what the user sees (stderr)",
+    ]
+    write_message_table("LITLAB_ERROR_TABLE", header, MESSAGES)
