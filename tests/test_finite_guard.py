@@ -87,3 +87,27 @@ def test_non_finite_tensor_names_the_culprit() -> None:
     assert non_finite_tensor({**ok, "c": torch.full((4,), 3e38)}) == (
         "c (values overflowing float32)"
     )
+
+
+def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path: Path, monkeypatch) -> None:
+    """torch.save on a full disk fails inside its zip writer ("unexpected pos ..."): the error is
+    named for what it is, with the file, and the previous last.ckpt is untouched."""
+    import shutil
+
+    from litlab.checkpoints import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(b"previous")
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . unexpected pos 4354816 vs 4354708"
+        )
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match="No space left on device") as err:
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, path)
+    assert err.value.filename == str(path)
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
