@@ -155,7 +155,7 @@ def gpu_section(results: list[dict], device: str) -> list[str]:
         return [
             "| row | value |",
             "|---|---|",
-            "| one GPU: (a)/(b) per study, VAE-MLP (c)/(a) and the fast path (g), peak GPU memory "
+            "| one GPU: (a)/(b) per study, the VAE-MLP fast path (g), peak GPU memory "
             "| not yet measured |",
             "",
             "No GPU was available to this run: `python -m benchmarks.run --device cuda` measures "
@@ -181,13 +181,13 @@ def gpu_section(results: list[dict], device: str) -> list[str]:
             "",
         ]
     lines += ["Peak GPU memory (`torch.cuda.max_memory_allocated`), median over repetitions:", "",
-              "| study | (a) | (b) | (c) |", "|---|---|---|---|"]  # fmt: skip
+              "| study | (a) | (b) | (g) |", "|---|---|---|---|"]  # fmt: skip
     for model, workload in WORKLOADS.items():
         rows = [r for r in results if r["model"] == model and "peak_gpu_mib" in r]
         if not rows:
             continue
         cells = []
-        for variant in "abc":
+        for variant in "abg":
             v = [r for r in rows if r["variant"] == variant]
             cells.append(f"{_median(v, 'peak_gpu_mib'):.0f} MiB" if v else "–")
         lines.append(f"| {workload.title} | {' | '.join(cells)} |")

@@ -2,8 +2,9 @@
 
 For every study (VAE-MLP, VAE-CNN, Seq2Seq, Transformer LM) and every repetition, each variant
 runs in its own fresh process (``benchmarks.measure``): (a) litlab's ``train.py`` path, (b) the
-plain PyTorch loop, and for the VAE-MLP (c) the canonical torchvision pipeline and, on CUDA, (g)
-litlab's GPU fast path (``trainer=gpu model.compile=true``). The variants of a
+plain PyTorch loop, and for the VAE-MLP (c) the canonical torchvision pipeline (on the CPU only:
+its cost is PIL and the per-sample collate, whatever the device) or, on CUDA, (g) litlab's GPU fast
+path (``trainer=gpu model.compile=true``). The variants of a
 repetition run back to back (their order alternating between repetitions) so that load from other
 jobs on the machine hits both sides alike; ratios are taken within a repetition, then the median
 over repetitions is reported. Results: ``benchmarks/RESULTS.md`` (and the raw numbers as JSON); on CUDA
@@ -69,7 +70,7 @@ def run_child(kwargs: dict[str, Any], env: dict[str, str], timeout: float) -> di
 def variants_for(model: str, repeat: int, device: str = "cpu") -> list[str]:
     """The variants of one repetition, order alternating between repetitions."""
     names = ["a", "b"] if repeat % 2 == 0 else ["b", "a"]
-    if WORKLOADS[model].canonical:
+    if WORKLOADS[model].canonical and not device.startswith("cuda"):  # (c) is CPU-bound (PIL)
         names.append("c")
     if WORKLOADS[model].fast_path and device.startswith("cuda"):
         names.append("g")

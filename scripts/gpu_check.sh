@@ -66,7 +66,7 @@ if [[ $SMOKE == 1 ]]; then
     PROBE_STEPS=4 PROBE_WARMUP=2 MAX_LM=2 MAX_DEEP=2 MAX_MLP=2
 else
     BUDGET=${BUDGET:-540}  # seconds from this script's start to its last process's end
-    TESTS_S=${TESTS_S:-150} BENCH_S=${BENCH_S:-150} TAIL_S=25
+    TESTS_S=${TESTS_S:-180} BENCH_S=${BENCH_S:-180} TAIL_S=25  # caps; both usually end sooner
     DEVICE=(trainer=gpu)
     BENCH=(--device cuda --repeats "${BENCH_REPEATS:-1}")
     TINY=()
@@ -166,7 +166,7 @@ print('python', sys.version.split()[0], 'torch', torch.__version__, 'lightning',
 # -- 1, 2: alone on the device ------------------------------------------------------------------
 if [[ $PHASES == *tests* ]]; then
     timed pytest_gpu "$TESTS_S" "$PY" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q \
-        -rs --junitxml="$OUT/pytest_gpu.xml"
+        -rs --durations=15 --junitxml="$OUT/pytest_gpu.xml"
     cp "$LOGS/pytest_gpu.log" "$OUT/"
 fi
 if [[ $PHASES == *bench* ]]; then
