@@ -66,6 +66,9 @@ def mode_probe_needed(args: Sequence[str], conf_dir: Path) -> bool:
     return False
 
 
+ORIGINAL_GET_MODE: dict[str, object] = {}  # Hydra's own get_mode, before any patch of ours
+
+
 def skip_mode_probe(args: Sequence[str], conf_dir: Path) -> bool:
     """Make Hydra's ``get_mode`` return None without composing, when :func:`mode_probe_needed`
     says no config can set the mode; returns whether it did."""
@@ -75,7 +78,9 @@ def skip_mode_probe(args: Sequence[str], conf_dir: Path) -> bool:
         return False
     if not hydra.__version__.startswith("1.3.") or not hasattr(Hydra, "get_mode"):
         return False
+    original = ORIGINAL_GET_MODE.setdefault("get_mode", Hydra.get_mode)
     if mode_probe_needed(args, conf_dir):
+        Hydra.get_mode = original  # a second run in this process may need the probe
         return False
 
     def get_mode(self: Hydra, config_name: str | None, overrides: list[str]) -> None:

@@ -42,8 +42,9 @@ def test_kept_where_a_config_or_the_command_line_may_set_it(args: list[str]) -> 
 
 def test_a_config_that_sets_the_mode_is_still_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Hydra, "get_mode", Hydra.get_mode)  # restored after the test
+    assert skip_mode_probe(["model=vae_mlp"], CONF_DIR)  # an earlier run in this process skipped
+    assert not skip_mode_probe(["hparams_search=vae"], CONF_DIR)  # Hydra's own get_mode is back
     assert hydra_mode(["hparams_search=vae"]) == RunMode.MULTIRUN
-    assert not skip_mode_probe(["hparams_search=vae"], CONF_DIR)
     assert hydra_mode(["hparams_search=vae"]) == RunMode.MULTIRUN
     assert skip_mode_probe(["model=vae_cnn"], CONF_DIR)
     assert hydra_mode(["model=vae_cnn"]) is None
