@@ -52,7 +52,9 @@ WORKLOADS: dict[str, Workload] = {
                  fast_path=True),
         Workload("vae_cnn", "VAE-CNN", ("experiment=vae_cnn_seed",), "images", 10, 60,
                  cuda_timed_steps=300),
-        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn",), "target tokens", 5, 30,
+        # T_max follows trainer.max_epochs, -1 (unbounded) here: the cosine needs a length of its own
+        Workload("seq2seq", "Seq2Seq (attention)", ("model=seq2seq_attn", "model.scheduler.T_max=1"),
+                 "target tokens", 5, 30,
                  cuda_timed_steps=100),
         Workload("transformer", "Transformer LM (tutorial)", ("model=transformer_tutorial",),
                  "tokens", 3, 20, cuda_timed_steps=300),
