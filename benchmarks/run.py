@@ -105,18 +105,31 @@ def measure_all(args: argparse.Namespace, env: dict[str, str], mnist_root: str) 
 
 
 def measure_startup(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """Median total start-up and median of each phase over ``args.startup_repeats`` launches."""
-    totals, phases = [], []
+    """Over ``args.startup_repeats`` repetitions, each the bare ``import torch, lightning``, then
+    ``python train.py`` to its first batch, then the phases: the medians, and the median of the
+    per-repetition ratios start-up / bare import (wall and CPU seconds)."""
+    totals, cpus, bares, bare_cpus, phases = [], [], [], [], []
     for _ in range(args.startup_repeats):
+        bare = startup.bare_import(env)
         with tempfile.TemporaryDirectory(prefix="litlab-startup-") as tmp:
-            totals.append(startup.total(Path(tmp), env))
+            run = startup.total(Path(tmp), env)
         with tempfile.TemporaryDirectory(prefix="litlab-startup-") as tmp:
             phases.append(startup.breakdown(Path(tmp), args.data_dir, env))
-        print(f"start-up {totals[-1]:.2f} s (phases sum {sum(phases[-1].values()):.2f} s)")
+        totals.append(run["seconds"])
+        cpus.append(run["cpu"])
+        bares.append(bare["seconds"])
+        bare_cpus.append(bare["cpu"])
+        print(f"start-up {totals[-1]:.2f} s ({cpus[-1]:.2f} s CPU), bare import {bares[-1]:.2f} s "
+              f"({bare_cpus[-1]:.2f} s CPU), phases sum {sum(phases[-1].values()):.2f} s")  # fmt: skip
     names = list(phases[0])
     return {
         "totals": totals,
         "total": statistics.median(totals),
+        "cpu": cpus,
+        "bare": bares,
+        "bare_cpu": bare_cpus,
+        "ratio": statistics.median(t / b for t, b in zip(totals, bares, strict=True)),
+        "cpu_ratio": statistics.median(c / b for c, b in zip(cpus, bare_cpus, strict=True)),
         "phases": {name: statistics.median(p[name] for p in phases) for name in names},
     }
 

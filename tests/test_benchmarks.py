@@ -115,3 +115,14 @@ def test_plan_sizes_a_job_to_the_seconds_left() -> None:
     assert plan.epochs_that_fit(100.0, p, max_epochs=5)[0] == 5  # the config's epochs fit
     assert plan.epochs_that_fit(10.0, p, max_epochs=40)[0] == 1  # at least one
     assert plan.epochs_that_fit(100.0, p, max_epochs=40, val_every=5, margin=0.0)[0] == 14
+
+
+def test_startup_is_reported_against_the_bare_import() -> None:
+    phases = {"import torch": 3.0, "data": 0.1}
+    run = {"totals": [4.6, 4.4, 4.5], "total": 4.5, "cpu": [4.0, 4.1, 4.2], "bare": [4.0, 4.1, 3.9],
+           "bare_cpu": [3.8, 3.9, 3.7], "ratio": 1.125, "cpu_ratio": 1.08, "phases": phases}  # fmt: skip
+    text = "\n".join(report.startup_table(run))
+    assert "**1.125** (CPU seconds: 1.080); target ≤ 1.15: met" in text
+    assert "| data | 0.10 |" in text
+    old_run = {k: run[k] for k in ("totals", "total", "phases")}  # RESULTS.json before issue 14
+    assert "bare import" not in "\n".join(report.startup_table(old_run))
