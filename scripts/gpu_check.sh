@@ -31,7 +31,8 @@
 #    trainer.max_epochs = the epochs that fit (benchmarks.plan; at most its config's epochs), so
 #    its cosine ends inside the budget; trainer.max_time guards, and its best checkpoint is tested.
 # Every process is killed (`timeout`) at the budget's end; PHASES="long" (or "tests bench") runs
-# only those steps.
+# only those steps (with PHASES=long the LM gets nearly the whole budget); LM_ARGS adds overrides
+# to the LM's probe and run (e.g. LM_ARGS="model.compile=true").
 #
 # Written to OUT (default logs/gpu_check/out): status.txt (machine, every step's exit status and
 # seconds), jobs.csv (the same as a table), plan.csv (the sizing of each sized job), pytest_gpu.log
@@ -194,7 +195,8 @@ if [[ $PHASES == *long* ]]; then
         "trainer.max_time='$(hms $(($(left) > 40 ? $(left) - 30 : 1)))'" &
     # the sized jobs
     COMMON=("${DEVICE[@]}" callbacks.progress_bar.refresh_rate=0)
-    sized lm "$MAX_LM" 1 model=transformer_lm "${COMMON[@]}" "${LM_SIZE[@]}" &
+    read -ra LM_EXTRA <<< "${LM_ARGS:-}"  # e.g. LM_ARGS="model.compile=true"
+    sized lm "$MAX_LM" 1 model=transformer_lm "${COMMON[@]}" "${LM_SIZE[@]}" "${LM_EXTRA[@]}" &
     sized vae_cnn_deep_likelihood "$MAX_DEEP" 5 experiment=vae_cnn_deep_likelihood \
         "${COMMON[@]}" "${VAE_SIZE[@]}" &
     sized vae_mlp_likelihood "$MAX_MLP" 5 experiment=vae_mlp_likelihood "${COMMON[@]}" \
