@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from litlab.errors import LitlabError
@@ -46,6 +46,18 @@ def run(body: Callable[[], int | None]) -> int:
         message = f"{err.strerror or err}{where}"
     print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def run_command(
+    build_parser: Callable[[str], CommandParser],
+    body: Callable[[argparse.Namespace, str], None],
+    argv: Sequence[str] | None,
+    prog: str,
+) -> int:
+    """A command's ``main``: ``body(args, prog)`` on ``argv`` parsed by ``build_parser(prog)``
+    (options may come anywhere on the line), both inside the one error boundary (:func:`run`),
+    so that a usage error too ends with one ``error:`` line and exit status 1."""
+    return run(lambda: body(build_parser(prog).parse_intermixed_args(argv), prog))
 
 
 def positive_int(text: str) -> int:

@@ -16,6 +16,7 @@ so the numbers are those of ``python train.py train=false ckpt_path=<ckpt>``.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from litlab.cli.common import (
     add_device,
     positive_int,
     quiet_lightning,
-    run,
+    run_command,
 )
 
 DEFAULT_SEED = 12345  # conf/train.yaml's seed
@@ -48,11 +49,6 @@ def build_parser(prog: str = "litlab evaluate") -> CommandParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "litlab evaluate") -> int:
-    """``litlab evaluate``; returns the exit status (0, or 1 after one ``error:`` line)."""
-    return run(lambda: evaluate(argv, prog))
-
-
 def run_seed(checkpoint: Path) -> int | None:
     """The ``seed`` of the run whose ``checkpoints/`` folder holds ``checkpoint``, if any."""
     import yaml
@@ -67,8 +63,7 @@ def run_seed(checkpoint: Path) -> int | None:
     return seed if isinstance(seed, int) else None
 
 
-def evaluate(argv: Sequence[str] | None, prog: str) -> None:
-    args = build_parser(prog).parse_intermixed_args(argv)
+def evaluate(args: argparse.Namespace, prog: str) -> None:
     quiet_lightning()
     import lightning as L
 
@@ -104,3 +99,8 @@ def evaluate(argv: Sequence[str] | None, prog: str) -> None:
     width = max(map(len, metrics))
     for name, value in sorted(metrics.items()):
         print(f"{name:<{width}}  {float(value)!r}")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "litlab evaluate") -> int:
+    """``litlab evaluate``; returns the exit status (0, or 1 after one ``error:`` line)."""
+    return run_command(build_parser, evaluate, argv, prog)

@@ -26,7 +26,7 @@ from litlab.cli.common import (
     add_data_dir,
     add_device,
     positive_int,
-    run,
+    run_command,
 )
 from litlab.errors import CheckpointError
 from litlab.text import EOS_TOKEN, UNK_TOKEN, Vocab
@@ -58,13 +58,7 @@ def build_parser(prog: str = "litlab generate") -> CommandParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "litlab generate") -> int:
-    """``litlab generate``; returns the exit status (0, or 1 after one ``error:`` line)."""
-    return run(lambda: generate(argv, prog))
-
-
-def generate(argv: Sequence[str] | None, prog: str) -> None:
-    args = build_parser(prog).parse_intermixed_args(argv)
+def generate(args: argparse.Namespace, prog: str) -> None:
     from lightning_modules.nets.decoding import sample_tokens
     from litlab.cli.loading import load_model
 
@@ -115,3 +109,8 @@ def as_text(words: Sequence[str]) -> str:
         else:
             line.append(word)
     return "\n".join([*lines, " ".join(line)]).strip("\n")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "litlab generate") -> int:
+    """``litlab generate``; returns the exit status (0, or 1 after one ``error:`` line)."""
+    return run_command(build_parser, generate, argv, prog)

@@ -15,6 +15,7 @@ latents at the Gaussian quantiles 0.05 ... 0.95 of each axis.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from litlab.cli.common import (
     add_device,
     check_output,
     positive_int,
-    run,
+    run_command,
 )
 
 
@@ -54,13 +55,7 @@ def build_parser(prog: str = "litlab sample") -> CommandParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "litlab sample") -> int:
-    """``litlab sample``; returns the exit status (0, or 1 after one ``error:`` line)."""
-    return run(lambda: sample(argv, prog))
-
-
-def sample(argv: Sequence[str] | None, prog: str) -> None:
-    args = build_parser(prog).parse_intermixed_args(argv)
+def sample(args: argparse.Namespace, prog: str) -> None:
     check_output(args.out)
     if args.steps is not None and not (args.interpolate or args.manifold):
         raise UsageError(f"{prog}: --steps goes with --interpolate or --manifold")
@@ -151,3 +146,8 @@ def interpolation(model: torch.nn.Module, digits: torch.Tensor, steps: int) -> t
     t = torch.linspace(0, 1, steps, device=mu.device).unsqueeze(1)
     means = torch.sigmoid(model.decoder((1 - t) * mu[0] + t * mu[1])).float().cpu()
     return torch.cat([digits[:1], means, digits[1:]])
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "litlab sample") -> int:
+    """``litlab sample``; returns the exit status (0, or 1 after one ``error:`` line)."""
+    return run_command(build_parser, sample, argv, prog)

@@ -14,11 +14,12 @@ output words); with several sentences, ``name.png`` becomes ``name_1.png``, ``na
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from litlab.cli.common import CommandParser, add_device, check_output, positive_int, run
+from litlab.cli.common import CommandParser, add_device, check_output, positive_int, run_command
 from litlab.errors import LitlabError
 
 
@@ -73,13 +74,7 @@ def build_parser(prog: str = "litlab translate") -> CommandParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "litlab translate") -> int:
-    """``litlab translate``; returns the exit status (0, or 1 after one ``error:`` line)."""
-    return run(lambda: translate(argv, prog))
-
-
-def translate(argv: Sequence[str] | None, prog: str) -> None:
-    args = build_parser(prog).parse_intermixed_args(argv)
+def translate(args: argparse.Namespace, prog: str) -> None:
     if args.attention_png is not None:
         check_output(args.attention_png)
     sentences = list(args.sentences) if args.sentences else read_stdin_lines()
@@ -107,6 +102,11 @@ def translate(argv: Sequence[str] | None, prog: str) -> None:
                              title=f"{' '.join(result.source)} -> {result.text}")  # fmt: skip
         save_figure(fig, paths[i])
         print(f"attention map: {paths[i]}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "litlab translate") -> int:
+    """``litlab translate``; returns the exit status (0, or 1 after one ``error:`` line)."""
+    return run_command(build_parser, translate, argv, prog)
 
 
 if __name__ == "__main__":
