@@ -33,9 +33,10 @@ import csv
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
@@ -46,6 +47,7 @@ from litlab.plotting import save_figure  # also selects the Agg backend
 PLACEMENTS = {"post": "post-LN", "pre": "pre-LN", "peri": "Peri-LN"}  # model.norm -> label
 COLORS = {"post": "tab:red", "pre": "tab:blue", "peri": "tab:green"}
 LAYER_KINDS = ("attn_out", "ffn_in", "ffn_out")
+JobT = TypeVar("JobT")
 
 
 @dataclass
@@ -131,8 +133,16 @@ def load_job(folder: Path) -> Job | None:
     return job
 
 
-def find_jobs(sweep_dirs: Iterable[Path]) -> list[Job]:
-    """Every job folder (one holding ``config.yaml``) under the sweep folders, sorted."""
+def load_jobs(
+    sweep_dirs: Sequence[Path], load: Callable[[Path], JobT | None], none_found: str
+) -> list[JobT]:
+    """``load`` of every job folder (one holding ``config.yaml``) under the sweep folders, in
+    order, leaving out the folders it returns None for (it says why).
+
+    Raises:
+        FileNotFoundError: a sweep folder does not exist, or no job loaded (``none_found``
+            says what was looked for).
+    """
     jobs = []
     for sweep in sweep_dirs:
         if not sweep.is_dir():
@@ -140,14 +150,19 @@ def find_jobs(sweep_dirs: Iterable[Path]) -> list[Job]:
         for config in sorted(sweep.rglob("config.yaml")):
             if config.parent.name == ".hydra":
                 continue
-            job = load_job(config.parent)
+            job = load(config.parent)
             if job is not None:
                 jobs.append(job)
     if not jobs:
-        raise FileNotFoundError(
-            f"no finished LN-placement jobs (config.yaml + grad_norms.csv) under "
-            f"{', '.join(map(str, sweep_dirs))}"
-        )
+        raise FileNotFoundError(f"{none_found} under {', '.join(map(str, sweep_dirs))}")
+    return jobs
+
+
+def find_jobs(sweep_dirs: Sequence[Path]) -> list[Job]:
+    """Every job folder (one holding ``config.yaml``) under the sweep folders, sorted."""
+    jobs = load_jobs(
+        sweep_dirs, load_job, "no finished LN-placement jobs (config.yaml + grad_norms.csv)"
+    )
     return sorted(jobs, key=lambda j: (j.warmup_steps, order(j.norm), j.num_layers, j.seed or 0))
 
 
@@ -413,17 +428,30 @@ def report(
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sweep_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a sweep report: its sweep folders and ``--out``; described by the
+    first line of ``doc`` (the report module's docstring)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="multirun sweep folder(s)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    return parser
+
+
+def run_report(report: Callable[..., object], *args: Any) -> None:
+    """``report(*args)``; a missing sweep folder or no job in it ends the command with one
+    ``error:`` line (exit status 1) instead of a traceback."""
+    try:
+        report(*args)
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = sweep_parser(__doc__)
     parser.add_argument("--loss-depth", type=int, default=None,
                         help="depth of the loss-curve figure (default: deepest with a warm-up run)")  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        report(args.sweeps, args.out, args.loss_depth)
-    except FileNotFoundError as err:
-        sys.exit(f"error: {err}")
+    run_report(report, args.sweeps, args.out, args.loss_depth)
 
 
 if __name__ == "__main__":

@@ -27,19 +27,28 @@ that failed otherwise, or has not validated yet, is skipped with a message.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
-from litlab.analysis.ln_sweep import COLORS, PLACEMENTS, order, placement_of, read_rows, warmup_of
+from litlab.analysis.ln_sweep import (
+    COLORS,
+    PLACEMENTS,
+    load_jobs,
+    order,
+    placement_of,
+    read_rows,
+    run_report,
+    sweep_parser,
+    warmup_of,
+)
 from litlab.files import write_csv
 from litlab.plotting import save_figure  # also selects the Agg backend
 
@@ -130,24 +139,15 @@ def load_job(folder: Path, error: str | None) -> Job | None:
     )
 
 
-def find_jobs(sweep_dirs: Iterable[Path]) -> list[Job]:
+def find_jobs(sweep_dirs: Sequence[Path]) -> list[Job]:
     """Every usable job folder (one holding ``config.yaml``) under the sweep folders, sorted."""
-    jobs = []
-    for sweep in sweep_dirs:
-        if not sweep.is_dir():
-            raise FileNotFoundError(f"sweep folder {sweep} does not exist")
-        failed = failures(sweep)
-        for config in sorted(sweep.rglob("config.yaml")):
-            if config.parent.name == ".hydra":
-                continue
-            job = load_job(config.parent, failed.get(config.parent.resolve()))
-            if job is not None:
-                jobs.append(job)
-    if not jobs:
-        raise FileNotFoundError(
-            "no finished learning-rate sensitivity jobs (config.yaml + metrics.csv with a "
-            f"validation loss) under {', '.join(map(str, sweep_dirs))}"
-        )
+    failed = {path: error for sweep in sweep_dirs for path, error in failures(sweep).items()}
+    jobs = load_jobs(
+        sweep_dirs,
+        lambda folder: load_job(folder, failed.get(folder.resolve())),
+        "no finished learning-rate sensitivity jobs (config.yaml + metrics.csv with a "
+        "validation loss)",
+    )
     return sorted(
         jobs, key=lambda j: (order(j.norm), j.num_layers, j.warmup_steps, j.lr, j.seed or 0)
     )
@@ -294,14 +294,8 @@ def report(sweep_dirs: Sequence[Path], out: Path | None = None) -> dict[str, Pat
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun sweep folder(s)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder")
-    args = parser.parse_args(argv)
-    try:
-        report(args.sweeps, args.out)
-    except FileNotFoundError as err:
-        sys.exit(f"error: {err}")
+    args = sweep_parser(__doc__).parse_args(argv)
+    run_report(report, args.sweeps, args.out)
 
 
 if __name__ == "__main__":
