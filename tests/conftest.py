@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +107,29 @@ def run_python(
     )
 
 
+def sigkill_when_paused(
+    args: list[str], marker: Path, data_dir: Path, waiting_for: str, **env: str
+) -> None:
+    """Start ``python <args>`` as :func:`run_python` does, wait until ``marker`` exists (a pause
+    callback of ``tests/callbacks.py`` writes it and holds the run there), then SIGKILL it: no
+    handler, no clean-up, like a node failure. ``waiting_for`` names the pause in failures."""
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=subprocess_env(data_dir) | env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        if process.poll() is not None:
+            pytest.fail(f"exited before {waiting_for}: {process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"did not reach {waiting_for} in 300 s")
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
 SEQ2SEQ_TINY = [
     "model.hidden_dim=32",
     "model.encoder.embed_dim=32",
@@ -119,15 +144,24 @@ SEQ2SEQ_TINY = [
 def seq2seq_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """``python train.py model=seq2seq_attn`` as a subprocess, tiny limits; its run folder."""
     run = tmp_path_factory.mktemp("seq2seq_run")
-    cmd = [
-        "train.py", "model=seq2seq_attn", *SEQ2SEQ_TINY,
-        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "callbacks.progress_bar.refresh_rate=0",
-        f"hydra.run.dir={run}",
-    ]  # fmt: skip
-    proc = run_python(cmd, data_dir, timeout=300, OMP_NUM_THREADS="1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_tiny_seq2seq("model=seq2seq_attn", f"hydra.run.dir={run}", data_dir, train_batches=3)
     return run
+
+
+def train_tiny_seq2seq(
+    study: str, output: str, data_dir: Path, train_batches: int, timeout: int = 300
+) -> None:
+    """``python train.py <study>`` with :data:`SEQ2SEQ_TINY`, one epoch of ``train_batches``
+    batches, one validation and one test batch, as a subprocess on one thread; ``output`` is
+    ``hydra.run.dir=...`` (or ``hydra.sweep.dir=...``). Fails the test unless it exits 0."""
+    cmd = [
+        "train.py", study, *SEQ2SEQ_TINY,
+        "trainer.max_epochs=1", f"trainer.limit_train_batches={train_batches}",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "callbacks.progress_bar.refresh_rate=0", output,
+    ]  # fmt: skip
+    proc = run_python(cmd, data_dir, timeout=timeout, OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def write_message_table(env_var: str, header: list[str], rows: list[tuple[str, ...]]) -> None:

@@ -4,11 +4,6 @@ uninterrupted run ends; checkpoints are written atomically; the RNG and data ord
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +11,7 @@ import torch
 
 from datamodules.samplers import EpochShuffle, InOrder
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
-from tests.conftest import ROOT, run_python, subprocess_env
+from tests.conftest import run_python, sigkill_when_paused
 
 TOTAL_STEPS = 16  # 6 batches an epoch: the kill (step 10) and the resume (step 8) are mid-epoch
 COMMON = [
@@ -60,22 +55,8 @@ def killed_mid_run(args: list[str], run_dir: Path, data_dir: Path, step: int) ->
         f"+callbacks.pause.step={step}",
         f"+callbacks.pause.marker={marker}",
     ]
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *args, *pause, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=subprocess_env(data_dir), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if process.poll() is not None:
-            pytest.fail(f"run exited before step {step}: {process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"run did not reach step {step} in 300 s")
-        time.sleep(0.1)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    cmd = ["train.py", *args, *pause, f"hydra.run.dir={run_dir}"]
+    sigkill_when_paused(cmd, marker, data_dir, f"step {step}")
 
 
 def train_to_end(args: list[str], run_dir: Path, data_dir: Path) -> dict:

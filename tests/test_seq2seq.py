@@ -24,7 +24,7 @@ from litlab.cli.translate import png_paths
 from litlab.files import write_csv
 from litlab.plotting import plot_attention, save_figure
 from litlab.text import EOS, PAD, SPECIALS, Vocab, pad
-from tests.conftest import ROOT, SEQ2SEQ_TINY, run_python
+from tests.conftest import ROOT, run_python, train_tiny_seq2seq
 
 KINDS = ["bahdanau", "dot", "none"]
 
@@ -274,6 +274,7 @@ def test_tutorial_baseline_config(make_cfg) -> None:
     assert cfg.model.teacher_forcing_ratio == 1.0 and cfg.model.mask_loss is False
     assert cfg.model.beam_size == 1 and cfg.model.optimizer.lr == 1e-3
     assert cfg.model.encoder.bidirectional is False and cfg.data.pad_to == 10
+    assert cfg.trainer.max_epochs == 80 and cfg.model.scheduler is None  # the tutorial's n_epochs
 
 
 @pytest.fixture(scope="module")
@@ -342,14 +343,8 @@ def test_translate_stdin(trained_run: Path, monkeypatch, capsys) -> None:
 
 @pytest.mark.slow  # two tiny training jobs in one multirun
 def test_eos_study_runs_as_one_multirun(tmp_path: Path, data_dir: Path) -> None:
-    cmd = [
-        "train.py", "experiment=seq2seq_eos", *SEQ2SEQ_TINY,
-        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "callbacks.progress_bar.refresh_rate=0",
-        f"hydra.sweep.dir={tmp_path}",
-    ]  # fmt: skip
-    proc = run_python(cmd, data_dir, timeout=600, OMP_NUM_THREADS="1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_dir = f"hydra.sweep.dir={tmp_path}"
+    train_tiny_seq2seq("experiment=seq2seq_eos", sweep_dir, data_dir, train_batches=2, timeout=600)
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(jobs) == 2
     values = []

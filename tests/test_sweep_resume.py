@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from litlab.sweeps import job_config, job_state, record_completed
-from tests.conftest import ROOT, run_python, subprocess_env
+from tests.conftest import run_python, sigkill_when_paused
 
 JOBS = ["0_seed=0", "1_seed=1", "2_seed=2", "3_seed=3"]
 TINY_SWEEP = [
@@ -42,24 +36,6 @@ def sweep_command(tmp_path: Path, *changed: str) -> list[str]:
     ]  # fmt: skip
     return ["train.py", "-m", *TINY_SWEEP, *changed, *test_callbacks, "seed=0,1,2,3",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
-
-
-def kill_when_paused(cmd: list[str], marker: Path, data_dir: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, *cmd], cwd=ROOT, env=subprocess_env(data_dir) | {"OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the sweep exited before job 2 paused: {process.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("job 2 did not reach its pause in 300 s")
-        time.sleep(0.1)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
 
 
 def snapshot(folder: Path, everything: bool = True) -> dict[str, tuple[str, int | None]]:
@@ -99,7 +75,10 @@ def test_killed_sweep_resumes_and_changed_config_runs_afresh(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    kill_when_paused(sweep_command(tmp_path), tmp_path / "paused", data_dir)
+    marker = tmp_path / "paused"
+    sigkill_when_paused(
+        sweep_command(tmp_path), marker, data_dir, "job 2's pause", OMP_NUM_THREADS="1"
+    )
     assert steps_by_job(tmp_path / "steps.txt") == {0: [0, 1, 2, 3], 1: [0, 1, 2, 3], 2: [0, 1, 2]}
     for job in JOBS[:2]:
         assert (sweep / job / "final_metrics.json").is_file()
