@@ -65,11 +65,14 @@ def measure_litlab(
             "bench_clock": {
                 "_target_": "benchmarks.clock.BenchClock",
                 "out": str(out),
-                "warmup_steps": warmup,
-                "timed_steps": timed,
-                "unit": workload.unit,
-                "device": device,
-                "record_losses": record_losses,
+                "clock": {
+                    "_target_": "benchmarks.clock.StepClock",
+                    "warmup_steps": warmup,
+                    "timed_steps": timed,
+                    "unit": workload.unit,
+                    "device": device,
+                    "record_losses": record_losses,
+                },
             }
         }
     litlab_train.train(cfg)
