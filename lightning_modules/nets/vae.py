@@ -35,18 +35,26 @@ class GaussianHead(nn.Module):
         return mu, logvar
 
 
-class MLPEncoder(nn.Module):
+class GaussianEncoder(nn.Module):
+    """What every encoder is: ``net`` maps x to 2 z_dim features, :class:`GaussianHead` splits
+    them into the mean and log-variance of q(z|x). Subclasses build ``net`` from their sizes."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.head = GaussianHead()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.net(x))
+
+
+class MLPEncoder(GaussianEncoder):
     """Report Q9: 784 -> 512 -> ReLU -> 256 -> ReLU -> 2 z_dim (mean, log-variance)."""
 
     def __init__(
         self, z_dim: PositiveInt = 20, hidden_dims: Sequence[PositiveInt] = (512, 256)
     ) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), mlp([NUM_PIXELS, *hidden_dims, 2 * z_dim]))
-        self.head = GaussianHead()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.net(x))
+        super().__init__(nn.Sequential(nn.Flatten(), mlp([NUM_PIXELS, *hidden_dims, 2 * z_dim])))
 
 
 class MLPDecoder(nn.Module):
@@ -62,7 +70,7 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *IMAGE_SHAPE)
 
 
-class ReportConvEncoder(nn.Module):
+class ReportConvEncoder(GaussianEncoder):
     """Report Q11 encoder: conv 1->16->32->64 (k=3, no padding), max-pool 2 after the first two.
 
     Shapes: 28 -conv-> 26 -pool-> 13 -conv-> 11 -pool-> 5 -conv-> 3, so the flattened map has
@@ -73,18 +81,14 @@ class ReportConvEncoder(nn.Module):
     def __init__(
         self, z_dim: PositiveInt = 20, channels: Sequence[PositiveInt] = (16, 32, 64)
     ) -> None:
-        super().__init__()
         c1, c2, c3 = channels
-        self.net = nn.Sequential(
+        net = nn.Sequential(
             nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(),
             nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2), nn.ReLU(),
             nn.Conv2d(c2, c3, 3), nn.Flatten(),
             nn.Linear(c3 * 3 * 3, 2 * z_dim),
         )  # fmt: skip
-        self.head = GaussianHead()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.net(x))
+        super().__init__(net)
 
 
 class ReportConvDecoder(nn.Module):
@@ -111,7 +115,7 @@ class ReportConvDecoder(nn.Module):
         return self.net(z.view(*z.shape, 1, 1))
 
 
-class DeepConvEncoder(nn.Module):
+class DeepConvEncoder(GaussianEncoder):
     """Stronger CNN: two stride-2 stages (28 -> 14 -> 7) of conv pairs, then an MLP head.
 
     conv(1->c, 3) -> conv(c->c, 4, s2) -> conv(c->2c, 3) -> conv(2c->2c, 4, s2) -> 7x7 map
@@ -121,9 +125,8 @@ class DeepConvEncoder(nn.Module):
     def __init__(
         self, z_dim: PositiveInt = 20, channels: PositiveInt = 32, hidden_dim: PositiveInt = 512
     ) -> None:
-        super().__init__()
         c = channels
-        self.net = nn.Sequential(
+        net = nn.Sequential(
             nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c, c, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(),
@@ -132,10 +135,7 @@ class DeepConvEncoder(nn.Module):
             nn.Linear(2 * c * 7 * 7, hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, 2 * z_dim),
         )  # fmt: skip
-        self.head = GaussianHead()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.net(x))
+        super().__init__(net)
 
 
 class DeepConvDecoder(nn.Module):
