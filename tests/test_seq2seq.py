@@ -269,7 +269,7 @@ def test_study_sweep_dir_resolves_before_hydra_starts(experiment: str, tmp_path:
 
 
 def test_tutorial_baseline_config(make_cfg) -> None:
-    cfg = make_cfg("model=seq2seq_tutorial")
+    cfg = make_cfg("model=seq2seq_tutorial", tiny=False)
     assert cfg.model.hidden_dim == 128 and cfg.data.batch_size == 32
     assert cfg.model.teacher_forcing_ratio == 1.0 and cfg.model.mask_loss is False
     assert cfg.model.beam_size == 1 and cfg.model.optimizer.lr == 1e-3
