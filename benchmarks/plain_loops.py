@@ -186,10 +186,11 @@ def seq2seq_loss(
     def loss(batch: Batch, step: int) -> torch.Tensor:
         src, src_mask, tgt = batch["src"], batch["src_mask"], batch["tgt"]
         memory, state = encoder(src, src_mask)
+        keys = decoder.keys(memory)
         token = src.new_full((src.shape[0],), sos)
         logits = []
         for t in range(tgt.shape[1]):
-            step_logits, state, _ = decoder(token, state, memory, src_mask)
+            step_logits, state, _ = decoder(token, state, memory, src_mask, keys)
             logits.append(step_logits)
             token = tgt[:, t]
             if ratio < 1.0:

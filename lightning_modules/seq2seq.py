@@ -161,10 +161,11 @@ class Seq2Seq(LitModule):
         The first input is ``<sos>``; later inputs follow the teacher-forcing rule (module doc).
         """
         memory, state = self.encoder(src, src_mask)
+        keys = self.decoder.keys(memory)  # once per sentence, not per step
         token = src.new_full((src.shape[0],), SOS)
         logits, attention = [], []
         for t in range(tgt.shape[1]):
-            step_logits, state, weights = self.decoder(token, state, memory, src_mask)
+            step_logits, state, weights = self.decoder(token, state, memory, src_mask, keys)
             logits.append(step_logits)
             attention.append(weights)
             if teacher_forcing_ratio >= 1.0:

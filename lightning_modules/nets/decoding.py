@@ -1,7 +1,8 @@
 """Free decoding: greedy and beam search for Seq2Seq, temperature / top-k sampling for a causal LM.
 
 Plain functions of the nets of :mod:`lightning_modules.nets.seq2seq` (no Lightning): ``encoder(src,
-mask) -> (memory, state)`` and ``decoder(token, state, memory, mask) -> (logits, state, weights)``.
+mask) -> (memory, state)`` and ``decoder(token, state, memory, mask, keys) -> (logits, state,
+weights)``, with the attention's ``keys = decoder.keys(memory)`` computed once per sentence.
 Both searches start from ``<sos>`` and stop when every sentence has emitted ``<eos>`` or after
 ``max_length`` tokens; after its ``<eos>`` a sentence emits ``<pad>``. They return tokens ``(B, L)``
 and the attention of each output token over the source ``(B, L, S)`` (None without attention).
@@ -37,11 +38,12 @@ def greedy_decode(
     or None.
     """
     memory, state = encoder(src, src_mask)
+    keys = decoder.keys(memory)
     token = src.new_full((src.shape[0],), SOS)
     done = torch.zeros_like(token, dtype=torch.bool)
     tokens, attention = [], []
     for _ in range(max_length):
-        logits, state, weights = decoder(token, state, memory, src_mask)
+        logits, state, weights = decoder(token, state, memory, src_mask, keys)
         token = logits.argmax(dim=-1).masked_fill(done, PAD)
         tokens.append(token)
         attention.append(weights)
@@ -73,6 +75,7 @@ def beam_search(
     batch, src_len = src.shape
     memory, state = encoder(src, src_mask)
     memory = memory.repeat_interleave(k, dim=0)
+    keys = decoder.keys(memory)
     mask = src_mask.repeat_interleave(k, dim=0)
     state = state.repeat_interleave(k, dim=1)
     scores = memory.new_zeros(batch, k)
@@ -83,7 +86,7 @@ def beam_search(
     attention = memory.new_zeros(batch * k, 0, src_len)
     offsets = torch.arange(batch, device=src.device).unsqueeze(1) * k
     for _ in range(max_length):
-        logits, state, weights = decoder(token, state, memory, mask)
+        logits, state, weights = decoder(token, state, memory, mask, keys)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         vocab = log_probs.shape[-1]
         log_probs = log_probs.masked_fill(done.unsqueeze(1), float("-inf"))

@@ -70,26 +70,38 @@ class Encoder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Masked softmax over source positions of a score ``e_j = score(s, h_j)``:
+    """Masked softmax over source positions of a score ``e_j = score(s, k_j)`` of keys ``k_j``:
 
     alpha_j = exp(e_j) / sum_{k real} exp(e_k) on real tokens, 0 on padding; context = sum_j alpha_j h_j.
-    Subclasses define :meth:`score` only.
+    Subclasses define :meth:`score`, and :meth:`keys` when a key is not the memory itself. Keys
+    depend on the source only: a decoder computes them once per sentence (:meth:`Decoder.keys`),
+    not at every step.
     """
 
-    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """``k_j`` from the encoder's ``h_j``, ``(B, S, H)``: the memory itself by default."""
+        return memory
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(
-        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor,
+        keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """query ``(B, H)``, memory ``(B, S, H)``, mask ``(B, S)`` -> context ``(B, H)``, weights ``(B, S)``."""
-        scores = self.score(query, memory).masked_fill(~mask, float("-inf"))
+        keys = self.keys(memory) if keys is None else keys
+        scores = self.score(query, keys).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
 
 
 class BahdanauAttention(Attention):
-    """Additive attention (Bahdanau et al., 2015): ``score(s, h_j) = v^T tanh(W_q s + W_k h_j)``."""
+    """Additive attention (Bahdanau et al., 2015): ``score(s, h_j) = v^T tanh(W_q s + k_j)`` with
+    keys ``k_j = W_k h_j + b``."""
 
     def __init__(self, hidden_dim: int) -> None:
         super().__init__()
@@ -97,16 +109,19 @@ class BahdanauAttention(Attention):
         self.key_proj = nn.Linear(hidden_dim, hidden_dim)
         self.v = nn.Linear(hidden_dim, 1, bias=False)
 
-    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        energy = torch.tanh(self.query_proj(query).unsqueeze(1) + self.key_proj(memory))
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.key_proj(memory)
+
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        energy = torch.tanh(self.query_proj(query).unsqueeze(1) + keys)
         return self.v(energy).squeeze(-1)
 
 
 class DotAttention(Attention):
     """Dot-product attention (Luong et al., 2015), no parameters: ``score(s, h_j) = s^T h_j``."""
 
-    def score(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(memory, query.unsqueeze(-1)).squeeze(-1)
+    def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
 
 
 def make_attention(kind: str, hidden_dim: int) -> Attention | None:
@@ -156,18 +171,26 @@ class Decoder(nn.Module):
         self.combine = nn.Linear(hidden_dim + context_dim, hidden_dim) if context_dim else None
         self.out = nn.Linear(hidden_dim, vocab_size)
 
+    def keys(self, memory: torch.Tensor) -> torch.Tensor | None:
+        """The attention's keys of a memory ``(B, S, H)`` (None without attention): computed once
+        per sentence and passed to every step, which then skips them."""
+        return None if self.attention is None else self.attention.keys(memory)
+
     def forward(
         self,
         token: torch.Tensor,
         state: torch.Tensor,
         memory: torch.Tensor,
         mask: torch.Tensor,
+        keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """token ``(B,)``, state ``(L, B, H)`` -> logits ``(B, V)``, state, weights ``(B, S)`` or None."""
+        """token ``(B,)``, state ``(L, B, H)`` -> logits ``(B, V)``, state, weights ``(B, S)`` or None.
+
+        ``keys``: :meth:`keys` of ``memory`` (computed here when not given)."""
         inputs = self.dropout(self.embedding(token))
         weights = None
         if self.attention is not None:
-            context, weights = self.attention(state[-1], memory, mask)
+            context, weights = self.attention(state[-1], memory, mask, keys)
             inputs = torch.cat([inputs, context], dim=-1)
         output, state = self.rnn(inputs.unsqueeze(1), state)
         features = output.squeeze(1)
