@@ -27,6 +27,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "trainer.devices=1",
     "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",  # seq2seq_attn validates every 2 epochs
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1",
@@ -136,6 +137,7 @@ SEQ2SEQ_TINY = [
     "model.decoder.embed_dim=32",
     "model.beam_size=2",
     "data.eval_batch_size=64",
+    "trainer.check_val_every_n_epoch=1",  # the default validates every 2 epochs
     'callbacks.seq2seq_figures.sentences=["je suis plus grand que mes amis .","il a peur de mourir ."]',
 ]
 
