@@ -21,8 +21,15 @@ def test_mean_std() -> None:
 
 @pytest.mark.parametrize(
     ("t", "nu", "p"),  # two-sided critical values of Student's t tables
-    [(12.706, 1, 0.05), (4.303, 2, 0.05), (2.776, 4, 0.05), (9.925, 2, 0.01), (1.960, 1e6, 0.05),
-     (0.0, 3, 1.0), (-2.776, 4, 0.05)],  # fmt: skip
+    [
+        (12.706, 1, 0.05),
+        (4.303, 2, 0.05),
+        (2.776, 4, 0.05),
+        (9.925, 2, 0.01),
+        (1.960, 1e6, 0.05),
+        (0.0, 3, 1.0),
+        (-2.776, 4, 0.05),
+    ],  # fmt: skip
 )
 def test_student_t_tail_matches_tables(t: float, nu: float, p: float) -> None:
     assert student_t_sf2(t, nu) == pytest.approx(p, abs=2e-4)
@@ -43,8 +50,13 @@ def fake_run(folder: Path, bleu: float, val_bleu: float = 0.5) -> Path:
     folder.mkdir(parents=True)
     rows = [
         {"epoch": "0", "val/bleu": str(val_bleu)},
-        {"epoch": "1", "test/bleu": str(bleu), "test/out_len": "6", "test/at_max_len": "0.01",
-         "time/fit_s": "300"},  # fmt: skip
+        {
+            "epoch": "1",
+            "test/bleu": str(bleu),
+            "test/out_len": "6",
+            "test/at_max_len": "0.01",
+            "time/fit_s": "300",
+        },  # fmt: skip
     ]
     names = ["epoch", "val/bleu", "test/bleu", "test/out_len", "test/at_max_len", "time/fit_s"]
     with open(folder / "metrics.csv", "w", newline="") as handle:
