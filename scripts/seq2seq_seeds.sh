@@ -63,5 +63,9 @@ callbacks.progress_bar.refresh_rate=0")
     done
 done
 
+if [[ ${#queue[@]} -eq 0 ]]; then
+    echo "nothing to train"
+    exit 0
+fi
 printf '%s\n' "${queue[@]}" | xargs -P "$PARALLEL" -I{} sh -c \
     "$PY train.py {} > /dev/null 2>&1 && echo 'done: {}' || echo 'FAILED: {}'"

@@ -90,3 +90,32 @@ def test_gpu_check_smoke_runs_every_step(tmp_path: Path, data_dir: Path) -> None
             names = archive.getnames()
         assert any(name.endswith("metrics.csv") for name in names), group
         assert not [name for name in names if ".ckpt" in name], group
+
+
+def test_seq2seq_seeds_queues_what_is_missing(tmp_path: Path) -> None:
+    """scripts/seq2seq_seeds.sh: finished and unfinished folders are skipped (nothing deleted),
+    the rest is trained once per seed (tutorial: first seed only), an unknown job is refused."""
+    calls = tmp_path / "calls.txt"
+    fake_python = tmp_path / "python"  # records its arguments instead of training
+    fake_python.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake_python.chmod(0o755)
+    logs = tmp_path / "logs"
+    (logs / "default_seed12345").mkdir(parents=True)
+    (logs / "default_seed12345" / "test_translations.csv").write_text("src_len,hypothesis\n")
+    (logs / "default_seed1").mkdir()  # unfinished: left alone
+    (logs / "default_seed1" / "train.log").write_text("killed\n")
+    env = dict(os.environ, PY=str(fake_python), DATA_DIR=str(tmp_path), SEEDS="12345 1 2")
+    script = str(ROOT / "scripts" / "seq2seq_seeds.sh")
+    result = subprocess.run([script, str(logs), "default", "tutorial"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "skip" in result.stdout and "(finished)" in result.stdout
+    assert "an unfinished run" in result.stdout
+    assert (logs / "default_seed1" / "train.log").read_text() == "killed\n"
+    trained = sorted(calls.read_text().splitlines())
+    assert len(trained) == 2, trained
+    assert any("model=seq2seq_attn seed=2 " in line for line in trained)
+    assert any("model=seq2seq_tutorial seed=12345 " in line for line in trained)
+    result = subprocess.run([script, str(logs), "bogus"], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0 and "unknown job 'bogus'" in result.stderr
