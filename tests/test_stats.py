@@ -47,7 +47,10 @@ def test_welch_t_test() -> None:
 
 
 def fake_run(folder: Path, bleu: float, val_bleu: float = 0.5) -> Path:
-    folder.mkdir(parents=True)
+    (folder / "figures").mkdir(parents=True)
+    (folder / "figures" / "bleu_by_length.csv").write_text(
+        f"src_len,count,bleu\n3,4,{bleu - 0.2}\n"
+    )
     rows = [
         {"epoch": "0", "val/bleu": str(val_bleu)},
         {
@@ -79,6 +82,11 @@ def test_seed_table_from_run_folders(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert math.isnan(float(rows[0]["p (test BLEU vs first)"]))
     assert float(rows[1]["p (test BLEU vs first)"]) < 0.01
     assert out.is_file() and out.stat().st_size > 0
+    seq2seq_runs.main(["length", str(tmp_path / "len.png"), "a=" + ",".join(map(str, a[:2]))])
+    rows = (tmp_path / "len.csv").read_text().splitlines()
+    name, length, bleu = rows[1].split(",")
+    assert rows[0] == "run,src_len,bleu" and (name, float(length)) == ("a", 3.0)
+    assert float(bleu) == pytest.approx(0.41)  # the mean of the two runs' 0.40 and 0.42
 
 
 def test_seed_table_names_an_unfinished_run(tmp_path: Path) -> None:

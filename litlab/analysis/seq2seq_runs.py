@@ -9,6 +9,7 @@ attention study); ``curves``: validation BLEU per epoch (the teacher-forcing stu
 the runs of a name. ``seeds``: one configuration per name, repeated over seeds: mean ± std of the
 test metrics (:mod:`litlab.analysis.stats`), Welch's p-value against the first name, printed as a
 Markdown table and written as ``OUT.csv`` beside a bar chart ``OUT.png`` of test BLEU-4.
+Every kind writes its figure's numbers to ``OUT.csv``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from litlab.analysis.run_summary import last_values
 from litlab.analysis.stats import mean_std, welch_t_test
 from litlab.callbacks.seq2seq_figures import plot_bleu_by_length
 from litlab.files import write_csv
-from litlab.plotting import plot_curves, save_figure
+from litlab.plotting import plot_curves, save_figure, series_to_rows
 
 SEED_METRICS = {  # metrics.csv column -> (table header, scale)
     "test/bleu": ("test BLEU-4", 100.0),
@@ -95,7 +96,7 @@ def markdown(header: list[str], rows: list[list]) -> str:
              "|" + "---|" * (len(labels) + 3)]  # fmt: skip
     for row in rows:
         cells = [f"{row[i]:.2f} ± {row[i + 1]:.2f}" for i in range(2, len(row) - 1, 2)]
-        p = "–" if row[-1] != row[-1] else f"{row[-1]:.3f}"
+        p = "–" if row[-1] != row[-1] else ("< 0.001" if row[-1] < 1e-3 else f"{row[-1]:.3f}")
         lines.append(f"| {row[0]} | {row[1]} | " + " | ".join(cells) + f" | {p} |")
     return "\n".join(lines)
 
@@ -133,10 +134,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         series = {name: mean_curve([read_bleu_csv(run / "figures" / "bleu_by_length.csv")
                                     for run in runs]) for name, runs in groups.items()}  # fmt: skip
         fig = plot_bleu_by_length(series)
+        write_csv(args.out.with_suffix(".csv"), ["run", "src_len", "bleu"], series_to_rows(series))
     elif args.kind == "curves":
         series = {name: mean_curve([read_curve_csv(run / "figures" / "bleu_curves.csv", "val/bleu")
                                     for run in runs]) for name, runs in groups.items()}  # fmt: skip
         fig = plot_curves(series, "epoch", "val BLEU-4", title="validation BLEU per epoch")
+        write_csv(
+            args.out.with_suffix(".csv"), ["run", "epoch", "val_bleu"], series_to_rows(series)
+        )
     else:
         header, rows = seed_table(groups)
         write_csv(args.out.with_suffix(".csv"), header, rows)
