@@ -124,3 +124,16 @@ def test_hparams_tab_holds_config_and_final_metrics(make_cfg, run_train) -> None
     for name in ("test/loss", "test/nll_is", "val/loss"):  # HPARAMS shows each tag's last value
         assert scalars[name] == pytest.approx(metrics[name], rel=1e-6)
     assert not [tag for tag in scalars if tag.startswith("final/")]
+
+
+def test_curves_record_validation_only_when_it_ran(make_cfg, run_train) -> None:
+    """With validation every 2nd epoch, val/loss appears at epochs 2 and 4 only (not the stale
+    value again at 3 and 5); train/loss at every epoch."""
+    cfg = make_cfg("model=vae_mlp", *EVAL_SMALL, "test=false", "trainer.max_epochs=5",
+                   "trainer.check_val_every_n_epoch=2")  # fmt: skip
+    run_train(cfg)
+    rows = read_csv_rows(Path(cfg.paths.output_dir) / "figures" / "loss_curves.csv")
+    epochs = {
+        m: [int(r["epoch"]) for r in rows if r["metric"] == m] for m in ("train/loss", "val/loss")
+    }
+    assert epochs == {"train/loss": [1, 2, 3, 4, 5], "val/loss": [2, 4]}

@@ -14,10 +14,12 @@ from litlab.plotting import plot_curves, series_to_rows
 
 
 class MetricCurves(FigureCallback):
-    """Records epoch-level ``metrics`` after every epoch; writes ``loss_curves.{png,csv}``.
+    """Records epoch-level ``metrics``; writes ``loss_curves.{png,csv}`` at the end of fitting.
 
-    A metric is recorded only in epochs where it was logged (e.g. ``val/loss`` follows
-    ``check_val_every_n_epoch``).
+    A metric is recorded only when it was logged: ``val/...`` metrics when a validation run
+    ends (so they follow ``check_val_every_n_epoch``; Lightning's ``callback_metrics`` keeps
+    the last validation value through the epochs without one), the others when a training
+    epoch ends. The x value is the 1-based epoch.
     """
 
     def __init__(self, dirpath: str | os.PathLike, metrics: Sequence[str],
@@ -32,12 +34,18 @@ class MetricCurves(FigureCallback):
         """One state per output file, so several instances can share a Trainer."""
         return self._generate_state_key(filename=self.filename)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, validation=True)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        self._record(trainer, validation=False)
+
+    def _record(self, trainer: L.Trainer, validation: bool) -> None:
+        """Append the current value of each metric of the stage (``val/`` or not)."""
         for name in self.metrics:
             value = trainer.callback_metrics.get(name)
-            if isinstance(value, torch.Tensor):
+            if name.startswith("val/") == validation and isinstance(value, torch.Tensor):
                 xs, ys = self.history[name]
                 xs.append(trainer.current_epoch + 1)
                 ys.append(float(value))
