@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from benchmarks import plan, report
+from benchmarks import likelihood, plan, report
 from benchmarks import run as bench_run
 from benchmarks.measure import measure
 from tests.conftest import run_python
@@ -126,3 +127,16 @@ def test_startup_is_reported_against_the_bare_import() -> None:
     assert "| data | 0.10 |" in text
     old_run = {k: run[k] for k in ("totals", "total", "phases")}  # RESULTS.json before issue 14
     assert "bare import" not in "\n".join(report.startup_table(old_run))
+
+
+def test_likelihood_benchmark_times_every_chunk_against_the_baseline(tmp_path: Path) -> None:
+    """Tiny sizes: every variant timed, the baseline's speed-up 1, the estimates checked equal
+    inside (a variant computing something else would raise), Markdown and JSON written."""
+    out = tmp_path / "likelihood.md"
+    likelihood.main(["--images", "20", "--samples", "8", "--chunks", "4", "1", "--repeats", "2",
+                     "--threads", "1", "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    assert "litlab, chunk 4" in text and "litlab, chunk 1" in text
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["speed-up"][likelihood.BASELINE] == 1.0
+    assert all(len(secs) == 2 for secs in result["seconds"].values())

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
@@ -93,6 +94,26 @@ def test_log_probs_match_torch_distributions() -> None:
     z, mu, logvar = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3)
     expected = Independent(Normal(mu, (0.5 * logvar).exp()), 1).log_prob(z)
     torch.testing.assert_close(gaussian_log_prob(z, mu, logvar), expected)
+
+
+def test_bernoulli_log_prob_is_minus_bce_for_grey_pixels_broadcast_draws_and_gradients() -> None:
+    """sum x l - softplus(l) equals -BCE(l, x) summed, also for x in (0, 1) (non-binarised MNIST),
+    for logits of K draws against one x (the estimators' broadcast), and in its gradient."""
+    torch.manual_seed(0)
+    logits = (4 * torch.randn(5, 3, 1, 6, 6)).requires_grad_()  # K=5 draws, B=3 images
+    x = torch.rand(3, 1, 6, 6)
+    reference = logits.detach().clone().requires_grad_()
+    expected = (
+        -F.binary_cross_entropy_with_logits(reference, x.expand_as(reference), reduction="none")
+        .flatten(-3)
+        .sum(-1)
+    )
+    got = bernoulli_log_prob(logits, x)
+    assert got.shape == (5, 3)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(logits.grad, reference.grad)
 
 
 def test_reparameterised_sample_carries_gradient_to_encoder() -> None:
