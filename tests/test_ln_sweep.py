@@ -249,3 +249,33 @@ def test_lr_sensitivity_multirun_then_report(tmp_path: Path, data_dir: Path) -> 
     }
     assert all(float(r["mean_final_loss"]) < 11 for r in rows)  # below ln(33,278) + noise
     assert (out / "lr_sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- named runs side by side (python -m litlab.analysis.ln_runs) -------------------------------
+def test_ln_runs_compares_attenuation_and_losses(tmp_path: Path, capsys) -> None:
+    """Attenuation = ||g W2 layer 1|| / ||g W2 layer L|| at init and at the last training probe;
+    the training loss is the mean of the last 50 logged steps; a bad spec names itself."""
+    from litlab.analysis import ln_runs
+
+    post, pre = tmp_path / "post", tmp_path / "pre"
+    fake_job(post, "post", 3, 0, 1.0, lr=1e-3)  # init: ffn_out norms 1, 2, 3 -> 1/3
+    fake_job(pre, "pre", 3, 0, 1.0, lr=3e-4)
+    probes = {post: [(10, [1e-2, 1.0, 2.0]), (20, [1e-4, 1.0, 4.0])],
+              pre: [(10, [3.0, 2.0, 1.5]), (20, [2.0, 2.0, 2.0])]}  # fmt: skip
+    for folder, steps in probes.items():
+        with open(folder / "grad_norms.csv", "a") as handle:
+            for step, norms in steps:
+                handle.writelines(f"train,{step},ffn_out,{i},{n}\n" for i, n in enumerate(norms))
+    ln_runs.main([str(tmp_path / "cmp.png"), f"post-LN={post}", f"pre-LN={pre}"])
+    rows = {r["run"]: r for r in read_csv(tmp_path / "cmp.csv")}
+    assert float(rows["post-LN"]["attenuation at init"]) == pytest.approx(1 / 3)
+    assert float(rows["post-LN"]["attenuation (last probe)"]) == pytest.approx(2.5e-5)
+    assert float(rows["pre-LN"]["attenuation (last probe)"]) == pytest.approx(1.0)
+    assert rows["pre-LN"]["placement"] == "pre" and float(rows["pre-LN"]["lr"]) == 3e-4
+    # training losses 10, 8, ..., 2 (5 steps, fewer than 50): mean 6; last validation 9 - 9
+    assert float(rows["post-LN"]["train loss (last 50 steps)"]) == pytest.approx(6.0)
+    assert float(rows["post-LN"]["val loss (last)"]) == pytest.approx(0.0)
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| post-LN | post | 3 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="expected NAME=RUN_DIR"):
+        ln_runs.main([str(tmp_path / "x.png"), str(post)])
