@@ -114,6 +114,10 @@ class TransformerLM(LitModule):
         """Named weights whose gradient norms :class:`litlab.callbacks.grad_probe.GradProbe` records."""
         return self.net.probe_parameters()
 
+    def probe_blocks(self) -> list[nn.Module]:
+        """The residual blocks whose forward signal the probe measures (``attn``, ``mlp`` each)."""
+        return list(self.net.blocks)
+
     def _shared_step(self, batch: Batch, stage: str, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)

@@ -266,6 +266,15 @@ def test_ln_runs_compares_attenuation_and_losses(tmp_path: Path, capsys) -> None
         with open(folder / "grad_norms.csv", "a") as handle:
             for step, norms in steps:
                 handle.writelines(f"train,{step},ffn_out,{i},{n}\n" for i, n in enumerate(norms))
+    signal = ["phase,step,name,layer,value"] + [
+        f"{phase},{step},{name},{layer},{value}"
+        for phase, step, top, carry in [("init", 0, 0.1, 0.9), ("train", 10, 0.5, 0.5),
+                                         ("train", 20, 0.99, 0.3)]
+        for layer in range(3)
+        for name, value in [("token_cos", top if layer == 2 else 0.0),
+                            ("carry", carry + 0.1 * (layer - 1))]
+    ]  # fmt: skip
+    (post / "signal.csv").write_text("\n".join(signal) + "\n")  # pre: a run without one
     ln_runs.main([str(tmp_path / "cmp.png"), f"post-LN={post}", f"pre-LN={pre}"])
     rows = {r["run"]: r for r in read_csv(tmp_path / "cmp.csv")}
     assert float(rows["post-LN"]["attenuation at init"]) == pytest.approx(1 / 3)
@@ -275,6 +284,12 @@ def test_ln_runs_compares_attenuation_and_losses(tmp_path: Path, capsys) -> None
     # training losses 10, 8, ..., 2 (5 steps, fewer than 50): mean 6; last validation 9 - 9
     assert float(rows["post-LN"]["train loss (last 50 steps)"]) == pytest.approx(6.0)
     assert float(rows["post-LN"]["val loss (last)"]) == pytest.approx(0.0)
+    post_row, pre_row = rows["post-LN"], rows["pre-LN"]
+    assert float(post_row["top token cos at init"]) == pytest.approx(0.1)
+    assert float(post_row["top token cos (last probe)"]) == pytest.approx(0.99)  # step 20
+    assert float(post_row["mean carry at init"]) == pytest.approx(0.9)
+    assert float(post_row["mean carry (last probe)"]) == pytest.approx(0.3)
+    assert pre_row["top token cos (last probe)"] == pre_row["mean carry at init"] == ""
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     assert "| post-LN | post | 3 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="expected NAME=RUN_DIR"):

@@ -17,7 +17,7 @@ from lightning_modules.base import build
 from lightning_modules.nets.transformer import NORMS, Block, Transformer, TransformerConfig
 from lightning_modules.schedules import WarmupSchedule
 from lightning_modules.transformer_lm import TransformerLM, placement
-from litlab.callbacks.grad_probe import grad_norms
+from litlab.callbacks.grad_probe import grad_norms, mean_pairwise_cosine
 from litlab.errors import ConfigError
 from litlab.safety import is_allowed
 from litlab.text import IGNORE_INDEX
@@ -230,6 +230,57 @@ def test_grad_probe_equals_direct_norms(norm: str, make_cfg, run_train, data_dir
     assert grad_norms(model.probe_parameters())["embedding"] == pytest.approx(
         direct[1]["embedding"]
     )
+    # the forward signal of step 0's batch, recomputed layer by layer with explicit formulas
+    with open(out / "signal.csv", newline="") as handle:
+        signal = {(r["phase"], int(r["step"]), r["name"], int(r["layer"])): float(r["value"])
+                  for r in csv.DictReader(handle)}  # fmt: skip
+    assert len(signal) == 3 * 4 * 2  # init, step 0, step 1 x 4 quantities x 2 layers
+    with torch.no_grad():
+        x = model.net.embed(batches[0][0])
+        for layer, block in enumerate(model.net.blocks):
+            expected, x_out = direct_signal(block, norm, x)
+            for name, value in expected.items():
+                assert signal[("train", 0, name, layer)] == pytest.approx(value, rel=1e-4)
+            x = x_out
+
+
+def direct_signal(
+    block: Block, norm: str, x: torch.Tensor
+) -> tuple[dict[str, float], torch.Tensor]:
+    """attn/mlp ratio, carry and token cosine of one block, by hand (dropout off)."""
+    if norm == "post":
+        attn = block.attn(x)
+        mid = block.ln_1(x + attn)
+        mlp = block.mlp(mid)
+        out = block.ln_2(mid + mlp)
+    else:
+        attn = block.attn(block.ln_1(x))
+        mid = x + (block.ln_1_out(attn) if norm == "peri" else attn)
+        mlp = block.mlp(block.ln_2(mid))
+        out = mid + (block.ln_2_out(mlp) if norm == "peri" else mlp)
+    assert torch.allclose(out, block(x), atol=1e-6)
+    scale = x.pow(2).mean().sqrt()
+    pairs = []
+    for seq in out:  # every pair of positions t != s
+        length = seq.shape[0]
+        cos = F.cosine_similarity(seq[:, None, :], seq[None, :, :], dim=-1)
+        pairs.append((cos.sum() - cos.diagonal().sum()) / (length * (length - 1)))
+    values = {
+        "attn_ratio": attn.pow(2).mean().sqrt() / scale,
+        "mlp_ratio": mlp.pow(2).mean().sqrt() / scale,
+        "carry": F.cosine_similarity(x, out, dim=-1).mean(),
+        "token_cos": torch.stack(pairs).mean(),
+    }
+    return {name: float(value) for name, value in values.items()}, out
+
+
+def test_mean_pairwise_cosine_bounds() -> None:
+    """1 for one vector repeated, 0 for orthogonal positions, -1/(T-1) at the most negative."""
+    same = torch.ones(2, 5, 3)
+    assert float(mean_pairwise_cosine(same)) == pytest.approx(1.0)
+    assert float(mean_pairwise_cosine(torch.eye(4)[None])) == pytest.approx(0.0, abs=1e-7)
+    opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    assert float(mean_pairwise_cosine(opposite)) == pytest.approx(-1.0)
 
 
 # -- training end to end ---------------------------------------------------------------------

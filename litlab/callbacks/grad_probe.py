@@ -12,6 +12,18 @@ Transformer LM: the embedding, and per layer the attention output W^O and the FF
 
 Each value goes to TensorBoard (``grad_norm_init/<name>``, ``grad_norm/<name>``) and to
 ``<dirpath>/grad_norms.csv`` with columns ``phase, step, name, layer, norm``.
+
+When the module also names its residual blocks (``probe_blocks()``: modules with ``attn`` and
+``mlp`` sub-layers, input and output the residual stream ``x_l -> x_{l+1}``), the same batches
+measure the forward signal of every layer l (:class:`SignalProbe`), written to
+``<dirpath>/signal.csv`` (``phase, step, name, layer, value``; TensorBoard ``signal/<name>/<l>``):
+
+* ``attn_ratio``, ``mlp_ratio``: rms(sub-layer output) / rms(x_l), what a branch adds against the
+  stream it enters (for pre-LN's MLP the stream is x_l + attention, so it is approximate);
+* ``carry``: mean over tokens of cos(x_l, x_{l+1}), how much of a token's vector survives the layer;
+* ``token_cos``: mean over pairs of positions t != s of one sequence of cos(x_{l+1}[t], x_{l+1}[s]):
+  1 when every position carries the same vector (rank collapse: the next-token prediction can no
+  longer depend on the input).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from litlab.loggers import log_scalars
 from litlab.ranges import NonNegativeInt, PositiveInt, Seed
 
 CSV_HEADER = ("phase", "step", "name", "layer", "norm")
+SIGNAL_HEADER = ("phase", "step", "name", "layer", "value")
 
 
 def grad_norms(params: dict[str, nn.Parameter]) -> dict[str, float]:
@@ -48,11 +61,83 @@ def split_name(name: str) -> tuple[str, int | str]:
     return kind, int(layer) if layer.isdigit() else layer
 
 
+def rms(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(mean(x^2)) over every element."""
+    return x.float().pow(2).mean().sqrt()
+
+
+def mean_pairwise_cosine(h: torch.Tensor) -> torch.Tensor:
+    """Mean over sequences and pairs t != s of cos(h[b, t], h[b, s]), ``h`` ``(B, T, d)``:
+    with unit vectors u_t, ||sum_t u_t||^2 = T + sum_{t != s} u_t . u_s."""
+    units = torch.nn.functional.normalize(h.float(), dim=-1)
+    length = units.shape[1]
+    if length < 2:
+        return torch.tensor(float("nan"))
+    total = units.sum(dim=1).pow(2).sum(dim=-1)
+    return ((total - length) / (length * (length - 1))).mean()
+
+
+class SignalProbe:
+    """Forward hooks on residual blocks; while :attr:`active`, each block's forward adds its
+    ``attn_ratio``, ``mlp_ratio``, ``carry`` and ``token_cos`` (module docstring) to running sums.
+    """
+
+    NAMES = ("attn_ratio", "mlp_ratio", "carry", "token_cos")
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        self.active = False
+        self.sums: dict[tuple[str, int], float] = {}
+        self.counts: dict[tuple[str, int], int] = {}
+        self._branch: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for layer, block in enumerate(blocks):
+            for branch in ("attn", "mlp"):
+                self.handles.append(getattr(block, branch).register_forward_hook(
+                    self._branch_hook(branch)))  # fmt: skip
+            self.handles.append(block.register_forward_hook(self._block_hook(layer)))
+
+    def _branch_hook(self, branch: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if self.active:
+                self._branch[branch] = rms(output.detach())
+
+        return hook
+
+    def _block_hook(self, layer: int):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not self.active:
+                return
+            x_in, x_out = inputs[0].detach().float(), output.detach().float()
+            scale = rms(x_in)
+            values = {
+                "attn_ratio": self._branch.pop("attn") / scale,
+                "mlp_ratio": self._branch.pop("mlp") / scale,
+                "carry": torch.nn.functional.cosine_similarity(x_in, x_out, dim=-1).mean(),
+                "token_cos": mean_pairwise_cosine(x_out),
+            }
+            for name, value in values.items():
+                self.sums[(name, layer)] = self.sums.get((name, layer), 0.0) + float(value)
+                self.counts[(name, layer)] = self.counts.get((name, layer), 0) + 1
+
+        return hook
+
+    def take(self) -> dict[tuple[str, int], float]:
+        """The means since the last call, ``{(name, layer): value}``; the sums restart."""
+        means = {key: total / self.counts[key] for key, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 class GradProbe(L.Callback):
     """Gradient norms at initialisation (averaged over batches) and every N training steps.
 
     The LightningModule must provide ``probe_parameters() -> {name: parameter}`` and
-    ``loss(batch) -> scalar``.
+    ``loss(batch) -> scalar``; with ``probe_blocks() -> [block]`` the forward signal is measured
+    too (:class:`SignalProbe`).
     """
 
     def __init__(
@@ -62,6 +147,7 @@ class GradProbe(L.Callback):
         every_n_steps: PositiveInt = 50,
         seed: Seed = 0,
         filename: str = "grad_norms.csv",
+        signal_filename: str = "signal.csv",
     ) -> None:
         super().__init__()
         self.dirpath = Path(dirpath)
@@ -69,16 +155,31 @@ class GradProbe(L.Callback):
         self.every_n_steps = every_n_steps
         self.seed = seed
         self.filename = filename
+        self.signal_filename = signal_filename
         self.rows: list[tuple] = []
+        self.signal_rows: list[tuple] = []
         self.init_norms: dict[str, float] = {}
+        self.signal: SignalProbe | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.signal is None and hasattr(pl_module, "probe_blocks"):
+            self.signal = SignalProbe(list(pl_module.probe_blocks()))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.signal is not None:
+            self.signal.remove()
+            self.signal = None
 
     # -- at initialisation -------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.init_batches <= 0 or trainer.global_step > 0:  # resumed runs are not at init
             return
+        if self.signal is not None:
+            self.signal.active = True
         self.init_norms = self.measure_at_init(trainer, pl_module)
         for name, value in self.init_norms.items():
             self._record(trainer, "init", 0, name, value)
+        self._record_signal(trainer, "init", 0)
         self._write(trainer)
 
     def _init_batches(self, trainer: L.Trainer) -> Iterator:
@@ -114,14 +215,24 @@ class GradProbe(L.Callback):
         return {name: total / count for name, total in sums.items()}
 
     # -- during training -----------------------------------------------------------------------
+    def _due(self, step: int) -> bool:
+        return self.every_n_steps > 0 and step % self.every_n_steps == 0
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    ) -> None:
+        if self.signal is not None:
+            self.signal.active = self._due(trainer.global_step)
+
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         step = trainer.global_step
-        if self.every_n_steps <= 0 or step % self.every_n_steps:
+        if not self._due(step):
             return
         for name, value in grad_norms(pl_module.probe_parameters()).items():
             self._record(trainer, "train", step, name, value)
+        self._record_signal(trainer, "train", step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer)
@@ -134,12 +245,27 @@ class GradProbe(L.Callback):
             tag = "grad_norm_init" if phase == "init" else "grad_norm"
             log_scalars(trainer, {f"{tag}/{name}": value}, step)
 
+    def _record_signal(self, trainer: L.Trainer, phase: str, step: int) -> None:
+        """The signal probe's means since its last reading, then it stops measuring."""
+        if self.signal is None:
+            return
+        self.signal.active = False
+        means = self.signal.take()
+        for (name, layer), value in sorted(means.items(), key=lambda item: item[0][::-1]):
+            self.signal_rows.append((phase, step, name, layer, value))
+        if trainer.is_global_zero and means:
+            log_scalars(trainer, {f"signal/{n}/{i}": v for (n, i), v in means.items()}, step)
+
     @rank_zero_only
     def _write(self, trainer: L.Trainer) -> None:
         write_csv(self.dirpath / self.filename, CSV_HEADER, self.rows)
+        if self.signal_rows:
+            write_csv(self.dirpath / self.signal_filename, SIGNAL_HEADER, self.signal_rows)
 
     def state_dict(self) -> dict:
-        return {"rows": [list(row) for row in self.rows]}
+        return {"rows": [list(row) for row in self.rows],
+                "signal_rows": [list(row) for row in self.signal_rows]}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = [tuple(row) for row in state_dict.get("rows", [])]
+        self.signal_rows = [tuple(row) for row in state_dict.get("signal_rows", [])]
