@@ -146,6 +146,7 @@ def test_ln_sweep(tmp_path: Path, data_dir: Path) -> None:
     leading = override_keys(["experiment=ln_placement", "model.norm_first=x", *LN_TINY])
     for events in runs:
         assert len(events.scalars["grad_norm/embedding"]) == 3  # every step of the tiny run
+        assert len(events.scalars["signal/token_cos/0"]) == 3  # the forward signal, likewise
         check_common(events, leading)
         assert events.hparams["experiment"].string_value == "ln_placement"
     assert {e.hparams["model.norm_first"].bool_value for e in runs} == {False, True}

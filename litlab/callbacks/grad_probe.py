@@ -16,7 +16,8 @@ Each value goes to TensorBoard (``grad_norm_init/<name>``, ``grad_norm/<name>``)
 When the module also names its residual blocks (``probe_blocks()``: modules with ``attn`` and
 ``mlp`` sub-layers, input and output the residual stream ``x_l -> x_{l+1}``), the same batches
 measure the forward signal of every layer l (:class:`SignalProbe`), written to
-``<dirpath>/signal.csv`` (``phase, step, name, layer, value``; TensorBoard ``signal/<name>/<l>``):
+``<dirpath>/signal.csv`` (``phase, step, name, layer, value``; TensorBoard ``signal_init/<name>/<l>``,
+``signal/<name>/<l>``):
 
 * ``attn_ratio``, ``mlp_ratio``: rms(sub-layer output) / rms(x_l), what a branch adds against the
   stream it enters (for pre-LN's MLP the stream is x_l + attention, so it is approximate);
@@ -254,7 +255,8 @@ class GradProbe(L.Callback):
         for (name, layer), value in sorted(means.items(), key=lambda item: item[0][::-1]):
             self.signal_rows.append((phase, step, name, layer, value))
         if trainer.is_global_zero and means:
-            log_scalars(trainer, {f"signal/{n}/{i}": v for (n, i), v in means.items()}, step)
+            tag = "signal_init" if phase == "init" else "signal"
+            log_scalars(trainer, {f"{tag}/{n}/{i}": v for (n, i), v in means.items()}, step)
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer) -> None:
