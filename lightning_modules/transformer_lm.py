@@ -54,7 +54,8 @@ class TransformerLM(LitModule):
             with StepLR as the PyTorch tutorial, or
             :class:`lightning_modules.schedules.WarmupSchedule` (``interval: step``).
         d_model, num_heads, d_ff, num_layers, dropout, tie_weights, activation, max_len,
-        init_range: the architecture (:class:`TransformerConfig`), all of it model-level: it
+        init_range, residual_scale: the architecture (:class:`TransformerConfig`; residual_scale
+            alpha, post-LN only: x = LN(alpha x + F(x))), all of it model-level: it
             lives at ``model.*`` so that sweeps read ``model.num_layers=1,2,4
             model.norm=post,pre,peri``, and is passed whole to the net.
         norm: the LayerNorm placement, ``post | pre | peri`` (see
@@ -81,6 +82,7 @@ class TransformerLM(LitModule):
         activation: Literal["relu", "gelu"] = "relu",
         max_len: PositiveInt = 1024,
         init_range: PositiveFloat = 0.1,
+        residual_scale: PositiveFloat = 1.0,
         compile: bool | Mapping[str, Any] | None = False,
     ) -> None:
         super().__init__(optimizer, scheduler, compile)
@@ -89,8 +91,13 @@ class TransformerLM(LitModule):
             vocab_size=vocab_size, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
             num_layers=num_layers, dropout=dropout, norm=placement(norm, norm_first),
             tie_weights=tie_weights, activation=activation, max_len=max_len,
-            init_range=init_range,
+            init_range=init_range, residual_scale=residual_scale,
         )  # fmt: skip
+        if residual_scale != 1.0 and sizes["norm"] != "post":
+            raise ConfigError(
+                f"model.residual_scale={residual_scale} applies to post-LN only "
+                f"(model.norm={sizes['norm']}): leave it at 1.0"
+            )
         self.net = Transformer(TransformerConfig(**sizes))
         self.metrics = nn.ModuleDict({f"{stage}/loss": running_mean() for stage in STAGES})
         for stage in ("val", "test"):

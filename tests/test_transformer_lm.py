@@ -103,6 +103,22 @@ def test_block_is_the_formula(norm: str) -> None:
         assert not torch.allclose(blocks[other](x), expected, atol=1e-3), other
 
 
+def test_residual_scale_is_deepnorm_for_post_ln_only() -> None:
+    """residual_scale alpha: post-LN x = LN(alpha x + F(x)); refused for pre-LN and Peri-LN."""
+    torch.manual_seed(2)
+    block = Block(tiny_config(norm="post", residual_scale=2.0)).eval()
+    x = torch.randn(2, 5, 16)
+    h = layer_norm(block.ln_1, 2.0 * x + reference_attention(block, x))
+    expected = layer_norm(block.ln_2, 2.0 * h + reference_mlp(block, h))
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    plain = Block(tiny_config(norm="post")).eval()
+    plain.load_state_dict(block.state_dict())  # the same parameters: alpha is not a weight
+    assert not torch.allclose(plain(x), expected, atol=1e-3)
+    with pytest.raises(ConfigError, match=r"model.residual_scale=2.0 applies to post-LN only"):
+        TransformerLM(vocab_size=50, optimizer={"_target_": "torch.optim.SGD", "lr": 1.0},
+                      norm="pre", residual_scale=2.0)  # fmt: skip
+
+
 def test_placements_share_parameter_shapes() -> None:
     nets = {n: Transformer(tiny_config(norm=n)) for n in NORMS}
     shapes = {n: {k: v.shape for k, v in net.state_dict().items()} for n, net in nets.items()}

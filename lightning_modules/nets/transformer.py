@@ -42,10 +42,15 @@ class TransformerConfig:
     activation: str = "relu"
     max_len: int = 1024  # longest sequence the positional table covers
     init_range: float = 0.1  # embedding / output weights ~ U(-r, r), as the PyTorch tutorial
+    residual_scale: float = 1.0  # post-LN only: x = LN(alpha x + F(x)) (DeepNorm, Wang et al. 2022)
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r} is not one of: {', '.join(NORMS)}")
+        if self.residual_scale != 1.0 and self.norm != "post":
+            raise ValueError(
+                f"residual_scale={self.residual_scale} applies to post-LN only (norm={self.norm!r})"
+            )
 
 
 def sinusoidal_positions(max_len: int, d_model: int) -> torch.Tensor:
@@ -117,10 +122,11 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One Transformer layer; ``norm`` places its LayerNorms (nothing else changes).
 
-    post-LN (``norm="post"``, Vaswani et al. 2017, the report's eq. 21)::
+    post-LN (``norm="post"``, Vaswani et al. 2017, the report's eq. 21; alpha =
+    ``residual_scale``, 1 unless set: DeepNorm's up-weighted residual, Wang et al. 2022)::
 
-        x = LN_1(x + Attn(x))
-        x = LN_2(x + MLP(x))
+        x = LN_1(alpha x + Attn(x))
+        x = LN_2(alpha x + MLP(x))
 
     pre-LN (``norm="pre"``, Xiong et al. 2020; nanoGPT)::
 
@@ -152,11 +158,12 @@ class Block(nn.Module):
             self.ln_1_out = nn.LayerNorm(config.d_model)
             self.ln_2_out = nn.LayerNorm(config.d_model)
         self.drop = nn.Dropout(config.dropout)
+        self.alpha = config.residual_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm == "post":
-            x = self.ln_1(x + self.drop(self.attn(x)))
-            x = self.ln_2(x + self.drop(self.mlp(x)))
+            x = self.ln_1(self.alpha * x + self.drop(self.attn(x)))
+            x = self.ln_2(self.alpha * x + self.drop(self.mlp(x)))
         elif self.norm == "pre":
             x = x + self.drop(self.attn(self.ln_1(x)))
             x = x + self.drop(self.mlp(self.ln_2(x)))
