@@ -98,14 +98,16 @@ def table(runs: Sequence[tuple[str, Job, dict, Signal]]) -> list[list]:
 def plot(runs: Sequence[tuple[str, Job, dict, Signal]]):
     """Training loss (running mean of 20), attenuation (log) and top-layer token cosine, per step."""
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
-    for name, job, att, values in runs:
+    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
+    for i, (name, job, att, values) in enumerate(runs):
+        style = {"label": name, "color": colors[i % len(colors)]}
         steps = [step for step, _ in job.loss_steps]
-        left.plot(steps, running_mean([loss for _, loss in job.loss_steps], 20), label=name)
+        left.plot(steps, running_mean([loss for _, loss in job.loss_steps], 20), **style)
         trained = sorted(step for phase, step in att if phase == "train")
-        middle.plot(trained, [att[("train", step)] for step in trained], label=name)
+        middle.plot(trained, [att[("train", step)] for step in trained], **style)
         top = ("token_cos", job.num_layers - 1)
         probed = sorted(step for phase, step in values if phase == "train")
-        right.plot(probed, [values[("train", step)].get(top) for step in probed], label=name)
+        right.plot(probed, [values[("train", step)].get(top) for step in probed], **style)
     left.set(xlabel="step", ylabel="training loss (nats, running mean of 20)")
     middle.set(xlabel="step", ylabel="attenuation ||g(W2, layer 1)|| / ||g(W2, layer L)||",
                yscale="log")  # fmt: skip
