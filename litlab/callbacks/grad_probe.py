@@ -83,12 +83,10 @@ class SignalProbe:
     ``attn_ratio``, ``mlp_ratio``, ``carry`` and ``token_cos`` (module docstring) to running sums.
     """
 
-    NAMES = ("attn_ratio", "mlp_ratio", "carry", "token_cos")
-
     def __init__(self, blocks: list[nn.Module]) -> None:
         self.active = False
         self.sums: dict[tuple[str, int], float] = {}
-        self.counts: dict[tuple[str, int], int] = {}
+        self.counts: dict[int, int] = {}  # forwards measured per layer (each adds all 4 values)
         self._branch: dict[str, torch.Tensor] = {}
         self.handles = []
         for layer, block in enumerate(blocks):
@@ -118,13 +116,14 @@ class SignalProbe:
             }
             for name, value in values.items():
                 self.sums[(name, layer)] = self.sums.get((name, layer), 0.0) + float(value)
-                self.counts[(name, layer)] = self.counts.get((name, layer), 0) + 1
+            self.counts[layer] = self.counts.get(layer, 0) + 1
 
         return hook
 
     def take(self) -> dict[tuple[str, int], float]:
         """The means since the last call, ``{(name, layer): value}``; the sums restart."""
-        means = {key: total / self.counts[key] for key, total in self.sums.items()}
+        means = {(name, layer): total / self.counts[layer]
+                 for (name, layer), total in self.sums.items()}  # fmt: skip
         self.sums, self.counts = {}, {}
         return means
 
