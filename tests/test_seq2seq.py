@@ -21,6 +21,7 @@ from litlab.analysis.seq2seq_runs import read_bleu_csv, read_curve_csv
 from litlab.callbacks.seq2seq_figures import bleu_by_length, plot_bleu_by_length
 from litlab.cli.translate import main as translate_main
 from litlab.cli.translate import png_paths
+from litlab.errors import ConfigError
 from litlab.files import write_csv
 from litlab.plotting import plot_attention, save_figure
 from litlab.text import EOS, PAD, SPECIALS, Vocab, pad
@@ -51,12 +52,14 @@ TGT_VOCAB = Vocab.by_frequency(en for _, en in PAIRS)
 
 
 def make_model(attention: str = "bahdanau", bidirectional: bool = True, hidden: int = 32,
-               append_eos: bool = True, dropout: float = 0.0, **kwargs) -> Seq2Seq:  # fmt: skip
+               append_eos: bool = True, dropout: float = 0.0, tie_weights: bool = False,
+               decoder_embed: int | None = None, **kwargs) -> Seq2Seq:  # fmt: skip
     return Seq2Seq(
         encoder={"_target_": "lightning_modules.nets.seq2seq.Encoder", "embed_dim": hidden,
                  "bidirectional": bidirectional, "dropout": dropout},
-        decoder={"_target_": "lightning_modules.nets.seq2seq.Decoder", "embed_dim": hidden,
-                 "dropout": dropout},
+        decoder={"_target_": "lightning_modules.nets.seq2seq.Decoder",
+                 "embed_dim": decoder_embed or hidden, "dropout": dropout,
+                 "tie_weights": tie_weights},
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-2},
         src_vocab=SRC_VOCAB.words, tgt_vocab=TGT_VOCAB.words, hidden_dim=hidden, attention=attention,
         preprocessing={"append_eos": append_eos, "keep_period": True, "max_length": 10},
@@ -104,6 +107,34 @@ def test_each_attention_kind_trains(attention: str) -> None:
             continue  # without attention the decoder never reads the memory
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
+
+
+def test_tied_decoder_shares_one_matrix() -> None:
+    """``tie_weights``: W_o is the embedding matrix (one tensor, V x H fewer parameters), at the
+    output layer's scale with a zero ``<pad>`` row; it trains; a state dict round-trips."""
+    torch.manual_seed(0)
+    tied, untied = make_model(tie_weights=True), make_model()
+    decoder = tied.decoder
+    assert decoder.out.weight is decoder.embedding.weight
+    n_params = sum(p.numel() for p in tied.parameters())
+    assert n_params == sum(p.numel() for p in untied.parameters()) - len(TGT_VOCAB) * 32
+    assert decoder.embedding.weight.abs().max() <= 32**-0.5
+    assert decoder.embedding.weight[PAD].abs().sum() == 0
+    src, src_mask, tgt, tgt_mask = make_batch()
+    token_loss(tied(src, src_mask, tgt)[0], tgt, tgt_mask).backward()
+    assert torch.isfinite(decoder.out.weight.grad).all() and decoder.out.weight.grad.abs().sum() > 0
+    copy = make_model(tie_weights=True)
+    copy.load_state_dict(tied.state_dict())
+    assert copy.decoder.out.weight is copy.decoder.embedding.weight
+    tied.eval(), copy.eval()
+    torch.testing.assert_close(copy(src, src_mask, tgt)[0], tied(src, src_mask, tgt)[0])
+
+
+def test_tied_decoder_needs_matching_sizes() -> None:
+    with pytest.raises(
+        ConfigError, match=r"model.decoder.embed_dim \(16\) == model.hidden_dim \(32\)"
+    ):
+        make_model(tie_weights=True, decoder_embed=16)
 
 
 @pytest.mark.parametrize("attention", ["bahdanau", "dot"])

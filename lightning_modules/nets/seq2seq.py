@@ -142,6 +142,10 @@ class Decoder(nn.Module):
     s_t = GRU([emb(y_{t-1}); c_t], s_{t-1}), logits = W_o dropout(tanh(W_c [s_t; c_t])).
     Without attention (``none``): s_t = GRU(emb(y_{t-1}), s_{t-1}), logits = W_o dropout(s_t); the
     source reaches the decoder only through s_0, the encoder's final state (report Q13).
+
+    ``tie_weights=True`` shares W_o with the embedding matrix (Press & Wolf, 2017; needs
+    ``embed_dim == hidden_dim``): the shared matrix starts at the output layer's scale,
+    U(-1/sqrt(H), 1/sqrt(H)), with the ``<pad>`` row at zero.
     """
 
     def __init__(
@@ -153,8 +157,13 @@ class Decoder(nn.Module):
         attention: str = "bahdanau",
         dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1,
         padding_idx: int = 0,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
+        if tie_weights and embed_dim != hidden_dim:
+            raise ValueError(
+                f"decoder tie_weights=true needs embed_dim == hidden_dim, got {embed_dim} != {hidden_dim}"
+            )
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.dropout = nn.Dropout(dropout)
         self.attention = make_attention(attention, hidden_dim)
@@ -170,6 +179,12 @@ class Decoder(nn.Module):
         # al., 2015): the V-sized output layer, the costliest one, then reads H features, not 2H
         self.combine = nn.Linear(hidden_dim + context_dim, hidden_dim) if context_dim else None
         self.out = nn.Linear(hidden_dim, vocab_size)
+        if tie_weights:
+            self.out.weight = self.embedding.weight
+            bound = hidden_dim**-0.5
+            with torch.no_grad():
+                self.embedding.weight.uniform_(-bound, bound)
+                self.embedding.weight[padding_idx].zero_()
 
     def keys(self, memory: torch.Tensor) -> torch.Tensor | None:
         """The attention's keys of a memory ``(B, S, H)`` (None without attention): computed once
