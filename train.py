@@ -1,7 +1,8 @@
 """litlab's one entry point: ``python train.py model=<name> [key=value ...]``.
 
 Reads top to bottom: seed -> data, model, callbacks, loggers, trainer -> fit -> test the best
-checkpoint -> hyperparameters with final metrics -> return the metric a sweeper optimises.
+(or last: ``test_ckpt``) weights -> hyperparameters with final metrics -> return the metric a
+sweeper optimises.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     refuse_multirun_ddp(trainer)  # before Lightning starts any DDP process
+    warn_emulated_bf16(trainer)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         save_final_state(trainer)
         metrics |= as_floats(trainer.callback_metrics)
     if cfg.test:
-        test_ckpt = best_checkpoint(trainer) if cfg.train else ckpt_path
+        test_ckpt = fitted_checkpoint(trainer, cfg.test_ckpt) if cfg.train else ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
         metrics |= as_floats(trainer.callback_metrics)
 
@@ -103,14 +105,38 @@ def data_facts(datamodule: L.LightningDataModule) -> dict:
     return datamodule.model_kwargs()
 
 
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """The best checkpoint's path, or None (test the current weights) when none was saved."""
+def fitted_checkpoint(trainer: L.Trainer, which: str) -> str | None:
+    """The weights to test after a fit: ``best``, the best checkpoint's path (the monitored
+    ``optimized_metric``); ``last``, None, the weights in memory at the end of the fit. Also None
+    (with a warning) when no best checkpoint was saved."""
+    if which == "last":
+        return None
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None else ""
     if not path:
         log.warning("No best checkpoint was saved; testing the current weights.")
         return None
     return path
+
+
+def warn_emulated_bf16(trainer: L.Trainer) -> None:
+    """bf16 autocast on a CPU without bf16 instructions (AVX512-BF16 or AMX) emulates its matrix
+    products, slower than float32: say so, with the override that avoids it."""
+    import torch
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    if not isinstance(trainer.accelerator, CPUAccelerator) or "bf16" not in str(trainer.precision):
+        return
+    native = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)()
+        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+    if not native:
+        log.warning(
+            "trainer.precision=%s on a CPU without native bfloat16 (AVX512-BF16 or AMX): its "
+            "matrix products are emulated and may run slower than trainer.precision=32-true",
+            trainer.precision,
+        )
 
 
 def as_floats(metrics: dict) -> dict[str, float]:

@@ -33,6 +33,7 @@ from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, Posit
 PLAIN_TYPES = (int, float, bool, str, type(None))
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
 SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
+TEST_CHECKPOINTS = ("best", "last")  # the weights train.py tests after a fit (test_ckpt)
 
 # Ranges of arguments of classes litlab does not own: target prefix -> {argument: hint}.
 EXTERNAL_HINTS: dict[str, dict[str, Any]] = {
@@ -86,6 +87,10 @@ def check_cross(cfg: DictConfig) -> None:
     """The rules between config values, in one place."""
     if not cfg.get("train", True) and not cfg.get("test", True):
         raise ConfigError("train=false test=false: nothing to do (set one of them to true)")
+    if cfg.get("test_ckpt", "best") not in TEST_CHECKPOINTS:
+        raise ConfigError(
+            f"test_ckpt={cfg.test_ckpt!r} is not one of: {', '.join(TEST_CHECKPOINTS)}"
+        )
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
     bptt, max_len = data.get("bptt"), model.get("max_len")
     if isinstance(bptt, int) and isinstance(max_len, int) and bptt > max_len:

@@ -114,7 +114,8 @@ def test_seq2seq_seeds_queues_what_is_missing(tmp_path: Path) -> None:
     assert (logs / "default_seed1" / "train.log").read_text() == "killed\n"
     trained = sorted(calls.read_text().splitlines())
     assert len(trained) == 2, trained
-    assert any("model=seq2seq_attn seed=2 " in line for line in trained)
+    recorded = "model=seq2seq_attn model.hidden_dim=256"  # the recipe results/seq2seq.md measured
+    assert any(recorded in line and "test_ckpt=best seed=2 " in line for line in trained)
     assert any("model=seq2seq_tutorial seed=12345 " in line for line in trained)
     result = subprocess.run([script, str(logs), "bogus"], env=env, capture_output=True,
                             text=True, timeout=60)  # fmt: skip

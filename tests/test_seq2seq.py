@@ -275,6 +275,7 @@ def test_study_configs_compose(make_cfg, experiment: str, key: str) -> None:
     assert cfg.model._target_ == "lightning_modules.seq2seq.Seq2Seq"
     assert cfg.data._target_ == "datamodules.eng_fra.EngFraDataModule"
     assert cfg.optimized_metric == "val/bleu"
+    assert cfg.test_ckpt == "last" and cfg.trainer.precision == "bf16-mixed"  # the default's
     text = (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text()
     assert "mode: MULTIRUN" in text and key in text
 
