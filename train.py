@@ -14,8 +14,10 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -122,9 +124,6 @@ def fitted_checkpoint(trainer: L.Trainer, which: str) -> str | None:
 def warn_emulated_bf16(trainer: L.Trainer) -> None:
     """bf16 autocast on a CPU without bf16 instructions (AVX512-BF16 or AMX) emulates its matrix
     products, slower than float32: say so, with the override that avoids it."""
-    import torch
-    from lightning.pytorch.accelerators import CPUAccelerator
-
     if not isinstance(trainer.accelerator, CPUAccelerator) or "bf16" not in str(trainer.precision):
         return
     native = (
