@@ -29,7 +29,7 @@ from litlab.builders import (
     register_resolvers,
 )
 from litlab.checkpoints import check_checkpoint, resolve_ckpt_path, save_final_state
-from litlab.errors import USER_ERRORS, ConfigError, RunError, describe
+from litlab.errors import ConfigError, RunError, describe, user_error
 from litlab.hydra_mode import skip_mode_probe
 from litlab.loggers import log_hparams_with_metrics
 from litlab.rundirs import check_given_folders, check_output_dir, register_fresh_dir
@@ -154,8 +154,12 @@ def main(cfg: DictConfig) -> float | None:
         # a job of a re-run sweep: skipped if it completed, resumed from its last.ckpt if killed
         stored = skip_or_resume(cfg)
         metrics = stored if stored is not None else train(cfg)
-    except USER_ERRORS as err:
-        raise RunError(describe(err)) from err
+    except Exception as err:
+        found = user_error(err)
+        if found is None:
+            raise
+        where, cause = found
+        raise RunError(f"{where}: {describe(cause)}" if where else describe(cause)) from err
     name = cfg.get("optimized_metric")
     if name is None:
         return None

@@ -48,13 +48,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from litlab.checkpoints import load_checkpoint
-from litlab.errors import ConfigError
+from litlab.errors import ConfigError, user_error
 from litlab.safety import check_targets, with_current_targets
 
 STAGES = ("train", "val", "test")
@@ -69,8 +70,18 @@ def plain(value: Any) -> Any:
 
 def build(config: Mapping[str, Any], **kwargs: Any) -> Any:
     """Instantiate a ``_target_`` config (a plain mapping or an OmegaConf node); targets that
-    moved since an older checkpoint was written are renamed first (``litlab.safety.RENAMED``)."""
-    return instantiate(OmegaConf.create(with_current_targets(plain(config))), **kwargs)
+    moved since an older checkpoint was written are renamed first (``litlab.safety.RENAMED``).
+
+    A constructor refusing its arguments raises its own error here, not Hydra's wrapper of it,
+    so a model built in Python fails as its net does (``ValueError``, ``ConfigError``).
+    """
+    try:
+        return instantiate(OmegaConf.create(with_current_targets(plain(config))), **kwargs)
+    except InstantiationException as err:
+        found = user_error(err)
+        if found is None:
+            raise
+        raise found[1] from None
 
 
 def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:

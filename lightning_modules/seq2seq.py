@@ -126,12 +126,6 @@ class Seq2Seq(LitModule):
             raise ConfigError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
         if beam_size < 1:
             raise ConfigError(f"model.beam_size={beam_size} must be >= 1")
-        embed_dim = decoder.get("embed_dim", hidden_dim)
-        if decoder.get("tie_weights") and embed_dim != hidden_dim:
-            raise ConfigError(
-                f"model.decoder.tie_weights=true shares the embedding with the output layer: it "
-                f"needs model.decoder.embed_dim ({embed_dim}) == model.hidden_dim ({hidden_dim})"
-            )
         src_vocab, tgt_vocab = list(src_vocab), list(tgt_vocab)
         preprocessing = {**asdict(TextRules()), **dict(preprocessing or {})}
         self.save_hyperparameters()

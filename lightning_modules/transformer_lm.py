@@ -93,11 +93,6 @@ class TransformerLM(LitModule):
             tie_weights=tie_weights, activation=activation, max_len=max_len,
             init_range=init_range, residual_scale=residual_scale,
         )  # fmt: skip
-        if residual_scale != 1.0 and sizes["norm"] != "post":
-            raise ConfigError(
-                f"model.residual_scale={residual_scale} applies to post-LN only "
-                f"(model.norm={sizes['norm']}): leave it at 1.0"
-            )
         self.net = Transformer(TransformerConfig(**sizes))
         self.metrics = nn.ModuleDict({f"{stage}/loss": running_mean() for stage in STAGES})
         for stage in ("val", "test"):

@@ -230,9 +230,18 @@ def problem(value: Any, hint: Any) -> str | None:
 
 
 def sequence_problem(value: Any, args: tuple[Any, ...]) -> str | None:
-    """A list whose items fit ``args`` (``Sequence[X]``, ``tuple[X, ...]``)."""
+    """A list whose items fit ``args``: ``Sequence[X]`` and ``tuple[X, ...]`` any number of X,
+    ``tuple[X, Y, Z]`` exactly three items, the i-th fitting the i-th hint."""
     if not isinstance(value, ListConfig | list | tuple):
         return "expected a list"
+    if len(args) > 1 and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            return f"expected a list of {len(args)} items, got {len(value)}"
+        for index, (item, item_hint) in enumerate(zip(value, args, strict=True)):
+            found = problem(item, item_hint)
+            if found is not None:
+                return f"item {index} ({item!r}) {found}"
+        return None
     item_hint = args[0] if args else Any
     if item_hint is Any:
         return None

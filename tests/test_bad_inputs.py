@@ -80,6 +80,7 @@ CONFIG = [
     ranged("VAE", "strings as layer sizes", "model.encoder.hidden_dims=[a,b]", "item 0 ('a') expected int"),
     ranged("VAE", "a layer of width 0", "model.decoder.hidden_dims=[256,0]", "item 1 (0) must be >= 1"),
     ranged("VAE", "CNN channel 0", "model.encoder.channels=[16,0,64]", "item 1 (0) must be >= 1", "model=vae_cnn"),
+    ranged("VAE", "CNN with two channel sizes", "model.encoder.channels=[16,32]", "expected a list of 3 items, got 2", "model=vae_cnn"),
     ranged("VAE", "deep CNN hidden 0", "model.decoder.hidden_dim=0", "must be >= 1", "model=vae_cnn_deep"),
     Case("VAE", "net size contradicts z_dim", args("model.encoder.z_dim=7"), ("z_dim",)),
     # Seq2Seq
@@ -98,6 +99,14 @@ CONFIG = [
     ranged("LM", "negative warm-up", "model.scheduler.warmup_steps=-1", "must be >= 0", LM),
     ranged("LM", "unknown decay", "model.scheduler.decay=linear", "one of 'constant', 'inverse_sqrt', 'cosine'", LM),
     ranged("LM", "init range 0", "model.init_range=0", "must be > 0", LM),
+    # a net refusing its arguments (a ValueError inside Hydra's instantiate): one line naming it
+    Case("LM", "heads do not divide the width", args(LM, "model.d_model=15", "model.num_heads=2"),
+         ("model: ValueError: d_model=15 is not divisible by num_heads=2",)),
+    Case("LM", "DeepNorm scale with pre-LN", args(LM, "model.norm=pre", "model.residual_scale=2"),
+         ("model: ValueError: residual_scale=2 applies to post-LN only (norm='pre')",)),
+    Case("Seq2Seq", "tied decoder of another width",
+         args(S2S, "model.decoder.tie_weights=true", "model.decoder.embed_dim=16"),
+         ("model: ValueError: tie_weights=true", "needs embed_dim (16) == hidden_dim")),
     Case("LM", "context longer than the positional table", args(LM, "data.bptt=2048"),
          ("data.bptt=2048 is longer than model.max_len=1024",)),
     # optimisers, schedulers, trainer

@@ -11,18 +11,26 @@ import gzip
 import io
 import random
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 import datamodules.wikitext2 as wikitext2
 from datamodules.eng_fra import EngFraDataModule
 from datamodules.mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
 from datamodules.wikitext2 import WikiText2DataModule
 from lightning_modules.vae import VAE
+from litlab.builders import CONF_DIR
 from litlab.checkpoints import check_checkpoint, load_checkpoint
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, user_error
+from litlab.validate import check_config, check_fit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 Mutator = Callable[[random.Random, bytes], bytes]
@@ -201,7 +209,101 @@ def test_wikitext2_reader(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
     assert COUNTS["wikitext-2"] == 60
 
 
+# -- configs: random values for the model's and data's keys, built as train.py builds them -------
+CONFIG_VALUES: tuple[Any, ...] = (
+    -1, 0, 1, 2, 3, 7, 0.5, 1.5, -0.5, 1e-3, 1e40, float("nan"), "x", "relu", True, None,
+    [], [0], [3, 5], {"a": 1},
+)  # fmt: skip
+INTS = (-1, 0, 1, 2, 3, 5, 7, 16, 31)
+FLOATS = (-0.5, 0.0, 1e-3, 0.5, 0.999, 1.0, 1.5, 1e40, float("nan"))
+
+
+def fuzz_value(rng: random.Random, original: Any) -> Any:
+    """Mostly a value of the original's type (ints that do not divide, probabilities past 1),
+    sometimes anything (wrong types)."""
+    if rng.random() < 0.3 or isinstance(original, str | None):
+        return rng.choice(CONFIG_VALUES)
+    if isinstance(original, bool):
+        return not original
+    if isinstance(original, int):
+        return rng.choice(INTS)
+    if isinstance(original, float):
+        return rng.choice(FLOATS)
+    return [rng.choice(INTS) for _ in range(rng.randrange(0, 4))]  # a list of sizes
+
+
+MODELS = ("vae_mlp", "vae_cnn", "vae_cnn_deep", "seq2seq_attn", "seq2seq_tutorial",
+          "transformer_lm", "transformer_tutorial")  # fmt: skip
+WORDS = ["<pad>", "<sos>", "<eos>", "<unk>", "a", "b", "c"]
+FACTS = {  # what each data module's model_kwargs() would pass, at toy sizes
+    "datamodules.mnist.MNISTDataModule": {},
+    "datamodules.eng_fra.EngFraDataModule": {"src_vocab": WORDS, "tgt_vocab": WORDS},
+    "datamodules.wikitext2.WikiText2DataModule": {"vocab_size": 50},
+}
+
+
+def config_keys(node: Any, prefix: str) -> list[str]:
+    """Dotted keys of every value under ``node`` that is not a ``_target_``-style special."""
+    keys = []
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        value = node._get_node(key)
+        if isinstance(value, DictConfig):
+            keys += config_keys(value, f"{prefix}.{key}")
+        else:
+            keys.append(f"{prefix}.{key}")
+    return keys
+
+
+def test_model_and_data_configs(tmp_path: Path) -> None:
+    """1-3 keys of ``model.*`` / ``data.*`` set to random values (wrong types, signs, NaN, 1e40,
+    sizes that do not divide): validation and the constructors either accept the config or fail
+    with an error ``train.py`` reports in one line (:func:`litlab.errors.user_error`)."""
+    GlobalHydra.instance().clear()
+    bases = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in MODELS:
+            overrides = [
+                f"model={name}",
+                f"paths.log_dir={tmp_path}",
+                f"paths.output_dir={tmp_path}",
+            ]
+            bases[name] = compose("train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    rng = random.Random(5)
+    count, refused = 0, Counter()
+    for name, base in bases.items():
+        keys = config_keys(base.model, "model") + config_keys(base.data, "data")
+        for case in range(40):
+            cfg = base.copy()
+            changed = {
+                key: fuzz_value(rng, OmegaConf.select(base, key))
+                for key in rng.sample(keys, rng.randrange(1, 4))
+            }
+            for key, value in changed.items():
+                OmegaConf.update(cfg, key, value, merge=False)
+            try:
+                check_config(cfg)
+                instantiate(cfg.data)
+                facts = FACTS[cfg.data._target_]
+                check_fit(cfg.model, facts, cfg.data._target_)
+                instantiate(cfg.model, _recursive_=False, _convert_="all", **facts)
+            except Exception as err:  # noqa: BLE001  (the point: report what escaped)
+                found = user_error(err)
+                if found is None:
+                    pytest.fail(f"{name} case {case} {changed}: {type(err).__name__}: {err}")
+                refused[type(found[1]).__name__] += 1
+            count += 1
+    COUNTS["configs"] = count
+    print(f"configs: {count} cases, refused {sum(refused.values())}: {dict(refused)}")
+    assert count == 40 * len(MODELS)
+    # neither all accepted nor all refused at one gate: the cases reach the constructors
+    assert 0.2 * count < sum(refused.values()) < 0.95 * count
+    assert refused["ConfigError"] > 0 and refused["ValueError"] > 0
+
+
 def test_case_count() -> None:
     """Runs last in this file: the total number of fuzz cases (printed with ``pytest -s``)."""
     print(f"fuzz cases: {sum(COUNTS.values())} ({COUNTS})")
-    assert sum(COUNTS.values()) >= 350
+    assert sum(COUNTS.values()) >= 350 + 40 * len(MODELS)

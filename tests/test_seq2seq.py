@@ -21,7 +21,6 @@ from litlab.analysis.seq2seq_runs import read_bleu_csv, read_curve_csv
 from litlab.callbacks.seq2seq_figures import bleu_by_length, plot_bleu_by_length
 from litlab.cli.translate import main as translate_main
 from litlab.cli.translate import png_paths
-from litlab.errors import ConfigError
 from litlab.files import write_csv
 from litlab.plotting import plot_attention, save_figure
 from litlab.text import EOS, PAD, SPECIALS, Vocab, pad
@@ -131,9 +130,7 @@ def test_tied_decoder_shares_one_matrix() -> None:
 
 
 def test_tied_decoder_needs_matching_sizes() -> None:
-    with pytest.raises(
-        ConfigError, match=r"model.decoder.embed_dim \(16\) == model.hidden_dim \(32\)"
-    ):
+    with pytest.raises(ValueError, match=r"needs embed_dim \(16\) == hidden_dim \(32\)"):
         make_model(tie_weights=True, decoder_embed=16)
 
 

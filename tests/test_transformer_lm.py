@@ -114,7 +114,7 @@ def test_residual_scale_is_deepnorm_for_post_ln_only() -> None:
     plain = Block(tiny_config(norm="post")).eval()
     plain.load_state_dict(block.state_dict())  # the same parameters: alpha is not a weight
     assert not torch.allclose(plain(x), expected, atol=1e-3)
-    with pytest.raises(ConfigError, match=r"model.residual_scale=2.0 applies to post-LN only"):
+    with pytest.raises(ValueError, match=r"residual_scale=2.0 applies to post-LN only"):
         TransformerLM(vocab_size=50, optimizer={"_target_": "torch.optim.SGD", "lr": 1.0},
                       norm="pre", residual_scale=2.0)  # fmt: skip
 

@@ -162,7 +162,8 @@ class Decoder(nn.Module):
         super().__init__()
         if tie_weights and embed_dim != hidden_dim:
             raise ValueError(
-                f"decoder tie_weights=true needs embed_dim == hidden_dim, got {embed_dim} != {hidden_dim}"
+                f"tie_weights=true shares the decoder's embedding with its output layer: it "
+                f"needs embed_dim ({embed_dim}) == hidden_dim ({hidden_dim})"
             )
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
         self.dropout = nn.Dropout(dropout)

@@ -49,7 +49,8 @@ class TransformerConfig:
             raise ValueError(f"norm={self.norm!r} is not one of: {', '.join(NORMS)}")
         if self.residual_scale != 1.0 and self.norm != "post":
             raise ValueError(
-                f"residual_scale={self.residual_scale} applies to post-LN only (norm={self.norm!r})"
+                f"residual_scale={self.residual_scale} applies to post-LN only "
+                f"(norm={self.norm!r}): leave it at 1.0"
             )
 
 

@@ -27,6 +27,9 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+Channels3 = tuple[PositiveInt, PositiveInt, PositiveInt]  # one per conv layer
+
+
 class GaussianHead(nn.Module):
     """Splits the last ``2 z_dim`` features into the mean and log-variance of q(z|x)."""
 
@@ -78,9 +81,7 @@ class ReportConvEncoder(GaussianEncoder):
     mean and variance, which cannot give 2 z_dim values; a Linear(576, 2 z_dim) is added.
     """
 
-    def __init__(
-        self, z_dim: PositiveInt = 20, channels: Sequence[PositiveInt] = (16, 32, 64)
-    ) -> None:
+    def __init__(self, z_dim: PositiveInt = 20, channels: Channels3 = (16, 32, 64)) -> None:
         c1, c2, c3 = channels
         net = nn.Sequential(
             nn.Conv2d(1, c1, 3), nn.MaxPool2d(2), nn.ReLU(),
@@ -99,9 +100,7 @@ class ReportConvDecoder(nn.Module):
     padding 1 and output padding 1 (7 -> 14), the last is unchanged (14 -> 28). Output: logits.
     """
 
-    def __init__(
-        self, z_dim: PositiveInt = 20, channels: Sequence[PositiveInt] = (16, 8, 4)
-    ) -> None:
+    def __init__(self, z_dim: PositiveInt = 20, channels: Channels3 = (16, 8, 4)) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.net = nn.Sequential(
