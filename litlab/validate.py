@@ -9,7 +9,7 @@ hints: ``int``, ``float`` (an int passes), ``bool``, ``str``, ``None``, ``Litera
 ranges each class declares with :mod:`litlab.ranges`). Anything else is left to the target.
 
 Targets litlab does not own (torch optimisers, the Trainer) get their ranges from
-:data:`EXTERNAL_HINTS`. Rules that tie two config values together live in :func:`check_cross`.
+:data:`EXTERNAL_HINTS`, the top-level keys (``seed``, ``test_ckpt``) from :data:`TOP_LEVEL_HINTS`. Rules that tie two config values together live in :func:`check_cross`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,23 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationKeyError
 
 from litlab.errors import ConfigError
-from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from litlab.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 
 PLAIN_TYPES = (int, float, bool, str, type(None))
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
 SEQUENCE_ORIGINS = (list, tuple, Sequence, typing.Sequence)
-TEST_CHECKPOINTS = ("best", "last")  # the weights train.py tests after a fit (test_ckpt)
+
+# The top-level keys of conf/train.yaml that train.py reads, with their hints (checked like a
+# target's arguments; test_ckpt: the weights tested after a fit).
+TOP_LEVEL_HINTS: dict[str, Any] = {
+    "train": bool,
+    "test": bool,
+    "test_ckpt": Literal["best", "last"],
+    "ckpt_path": str | None,
+    "seed": Seed | None,
+    "optimized_metric": str | None,
+    "optimized_mode": Literal["min", "max"],
+}
 
 # Ranges of arguments of classes litlab does not own: target prefix -> {argument: hint}.
 EXTERNAL_HINTS: dict[str, dict[str, Any]] = {
@@ -78,6 +89,10 @@ def check_config(cfg: DictConfig) -> None:
         ) from None
     if missing:
         raise ConfigError(f"required config value not set: {', '.join(missing)} (give key=value)")
+    for key, hint in TOP_LEVEL_HINTS.items():
+        found = problem(cfg[key], hint) if key in cfg else None
+        if found is not None:
+            raise ConfigError(f"{key}={shown(cfg[key])}: {found}")
     for path, node in target_nodes(cfg):
         check_node(path, node)
     check_cross(cfg)
@@ -87,10 +102,6 @@ def check_cross(cfg: DictConfig) -> None:
     """The rules between config values, in one place."""
     if not cfg.get("train", True) and not cfg.get("test", True):
         raise ConfigError("train=false test=false: nothing to do (set one of them to true)")
-    if cfg.get("test_ckpt", "best") not in TEST_CHECKPOINTS:
-        raise ConfigError(
-            f"test_ckpt={cfg.test_ckpt!r} is not one of: {', '.join(TEST_CHECKPOINTS)}"
-        )
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
     bptt, max_len = data.get("bptt"), model.get("max_len")
     if isinstance(bptt, int) and isinstance(max_len, int) and bptt > max_len:

@@ -140,7 +140,9 @@ CONFIG = [
     ranged("callbacks", "negative progress refresh", "callbacks.progress_bar.refresh_rate=-1", ">= 0"),
     # combinations
     Case("config", "nothing to do", args("train=false", "test=false"), ("train=false test=false: nothing to do",)),
-    Case("config", "unknown test checkpoint", args("test_ckpt=first"), ("test_ckpt='first' is not one of: best, last",)),
+    Case("config", "unknown test checkpoint", args("test_ckpt=first"), ("test_ckpt='first': expected one of 'best', 'last'",)),
+    Case("config", "negative seed", args("seed=-3"), ("seed=-3: must be >= 0",)),
+    Case("config", "train=maybe", args("train=maybe"), ("train='maybe': expected bool",)),
     Case("config", "VAE on WikiText-2", args("data=wikitext2"), ("VAE and data", "do not fit", "vocab_size")),
     Case("config", "LM on MNIST", args(LM, "data=mnist"), ("data.bptt", "takes no argument 'bptt'", "do not fit")),
     Case("config", "Seq2Seq on MNIST", args(S2S, "data=mnist"), ("data.max_length", "do not fit")),

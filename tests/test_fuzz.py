@@ -30,7 +30,7 @@ from lightning_modules.vae import VAE
 from litlab.builders import CONF_DIR
 from litlab.checkpoints import check_checkpoint, load_checkpoint
 from litlab.errors import LitlabError, user_error
-from litlab.validate import check_config, check_fit
+from litlab.validate import TOP_LEVEL_HINTS, check_config, check_fit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 Mutator = Callable[[random.Random, bytes], bytes]
@@ -257,7 +257,7 @@ def config_keys(node: Any, prefix: str) -> list[str]:
 
 
 def test_model_and_data_configs(tmp_path: Path) -> None:
-    """1-3 keys of ``model.*`` / ``data.*`` set to random values (wrong types, signs, NaN, 1e40,
+    """1-3 keys of ``model.*``, ``data.*`` and the top level set to random values (wrong types, signs, NaN, 1e40,
     sizes that do not divide): validation and the constructors either accept the config or fail
     with an error ``train.py`` reports in one line (:func:`litlab.errors.user_error`)."""
     GlobalHydra.instance().clear()
@@ -274,7 +274,11 @@ def test_model_and_data_configs(tmp_path: Path) -> None:
     rng = random.Random(5)
     count, refused = 0, Counter()
     for name, base in bases.items():
-        keys = config_keys(base.model, "model") + config_keys(base.data, "data")
+        keys = [
+            *TOP_LEVEL_HINTS,
+            *config_keys(base.model, "model"),
+            *config_keys(base.data, "data"),
+        ]
         for case in range(40):
             cfg = base.copy()
             changed = {
