@@ -34,17 +34,11 @@ HEADER = ["run", "placement", "layers", "lr", "val loss (last)", "train loss (la
 Signal = dict[tuple[str, int], dict[tuple[str, int], float]]  # (phase, step) -> (name, layer)
 
 
-def attenuation(folder: Path, num_layers: int) -> dict[tuple[str, int], float]:
-    """``{(phase, step): ||grad W_2 layer 1|| / ||grad W_2 layer L||}`` from ``grad_norms.csv``."""
-    norms: dict[tuple[str, int], dict[int, float]] = {}
-    for row in read_rows(folder / "grad_norms.csv"):
-        if row["name"] == "ffn_out":
-            norms.setdefault((row["phase"], int(row["step"])), {})[int(row["layer"])] = float(
-                row["norm"]
-            )
-    top = num_layers - 1
-    return {key: layers[0] / layers[top] for key, layers in norms.items()
-            if 0 in layers and top in layers and layers[top] > 0}  # fmt: skip
+def attenuation(job: Job) -> dict[tuple[str, int], float]:
+    """``{(phase, step): ||grad W_2 layer 1|| / ||grad W_2 layer L||}`` of every probe step."""
+    top = ("ffn_out", job.num_layers - 1)
+    return {key: norms[("ffn_out", 0)] / norms[top] for key, norms in job.probes.items()
+            if ("ffn_out", 0) in norms and norms.get(top, 0) > 0}  # fmt: skip
 
 
 def signal(folder: Path) -> Signal:
@@ -74,7 +68,7 @@ def load(spec: str) -> tuple[str, Job, dict[tuple[str, int], float], Signal]:
     job = load_job(Path(folder))
     if job is None:
         raise SystemExit(f"{folder}: not a finished LN-placement run (no grad_norms.csv)")
-    return name, job, attenuation(Path(folder), job.num_layers), signal(Path(folder))
+    return name, job, attenuation(job), signal(Path(folder))
 
 
 def table(runs: Sequence[tuple[str, Job, dict, Signal]]) -> list[list]:

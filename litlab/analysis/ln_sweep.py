@@ -61,6 +61,8 @@ class Job:
     warmup_steps: int
     lr: float | None = None  # the optimiser's (peak) learning rate
     init: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (name, layer) -> norm
+    # every probe step's norms: (phase, step) -> (name, layer) -> norm (init is one of them)
+    probes: dict[tuple[str, int], dict[tuple[str, int | None], float]] = field(default_factory=dict)
     loss_steps: list[tuple[int, float]] = field(default_factory=list)
     val_steps: list[tuple[int, float]] = field(default_factory=list)
 
@@ -117,8 +119,10 @@ def load_job(folder: Path) -> Job | None:
         lr=(model.get("optimizer") or {}).get("lr"),
     )
     for row in read_rows(probe):
+        layer = int(row["layer"]) if row["layer"] != "" else None
+        step = job.probes.setdefault((row["phase"], int(row["step"])), {})
+        step[(row["name"], layer)] = float(row["norm"])
         if row["phase"] == "init":
-            layer = int(row["layer"]) if row["layer"] != "" else None
             job.init[(row["name"], layer)] = float(row["norm"])
     if ("embedding", None) not in job.init:
         print(f"skipping {folder}: no gradient norms at init in grad_norms.csv", file=sys.stderr)
