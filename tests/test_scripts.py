@@ -114,9 +114,15 @@ def test_seq2seq_seeds_queues_what_is_missing(tmp_path: Path) -> None:
     assert (logs / "default_seed1" / "train.log").read_text() == "killed\n"
     trained = sorted(calls.read_text().splitlines())
     assert len(trained) == 2, trained
-    recorded = "model=seq2seq_attn model.hidden_dim=256"  # the recipe results/seq2seq.md measured
-    assert any(recorded in line and "test_ckpt=best seed=2 " in line for line in trained)
+    assert any(line.startswith("train.py model=seq2seq_attn seed=2 ") for line in trained)
     assert any("model=seq2seq_tutorial seed=12345 " in line for line in trained)
+    calls.unlink()  # RECIPE replaces the default's overrides (the first pass's recipe)
+    first_pass = "model=seq2seq_attn model.hidden_dim=256 trainer.precision=32-true test_ckpt=best"
+    result = subprocess.run([script, str(logs), "no_eos"], env=dict(env, RECIPE=first_pass),
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trained = calls.read_text().splitlines()
+    assert len(trained) == 3 and all(f"{first_pass} data.append_eos=false" in t for t in trained)
     result = subprocess.run([script, str(logs), "bogus"], env=env, capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode != 0 and "unknown job 'bogus'" in result.stderr
