@@ -9,12 +9,14 @@ hints: ``int``, ``float`` (an int passes), ``bool``, ``str``, ``None``, ``Litera
 ranges each class declares with :mod:`litlab.ranges`). Anything else is left to the target.
 
 Targets litlab does not own (torch optimisers, the Trainer) get their ranges from
-:data:`EXTERNAL_HINTS`, the top-level keys (``seed``, ``test_ckpt``) from :data:`TOP_LEVEL_HINTS`. Rules that tie two config values together live in :func:`check_cross`.
+:data:`EXTERNAL_HINTS`, the top-level keys (``seed``, ``test_ckpt``) from :data:`TOP_LEVEL_HINTS`.
+Rules that tie two config values together live in :func:`check_cross`.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import operator
 import types
 import typing
@@ -89,10 +91,7 @@ def check_config(cfg: DictConfig) -> None:
         ) from None
     if missing:
         raise ConfigError(f"required config value not set: {', '.join(missing)} (give key=value)")
-    for key, hint in TOP_LEVEL_HINTS.items():
-        found = problem(cfg[key], hint) if key in cfg else None
-        if found is not None:
-            raise ConfigError(f"{key}={shown(cfg[key])}: {found}")
+    check_values(cfg, TOP_LEVEL_HINTS, prefix="")
     for path, node in target_nodes(cfg):
         check_node(path, node)
     check_cross(cfg)
@@ -167,15 +166,20 @@ def check_node(path: str, node: DictConfig) -> None:
     """The node's keys against its ``_target_``'s parameters, and its values against their type
     hints (and declared ranges)."""
     check_keys(path, node)
-    for key, hint in target_hints(str(node._target_)).items():
+    check_values(node, target_hints(str(node._target_)), f"{path}.", str(node._target_))
+
+
+def check_values(node: DictConfig, hints: dict[str, Any], prefix: str, whose: str = "") -> None:
+    """Each value of ``node`` that ``hints`` has a hint for, against it: a :class:`ConfigError`
+    naming ``<prefix><key>``, the value, what is wrong and (``whose``) the target it is an
+    argument of."""
+    for key, hint in hints.items():
         if key == "return" or key not in node:
             continue
-        value = node[key]
-        found = problem(value, hint)
+        found = problem(node[key], hint)
         if found is not None:
-            raise ConfigError(
-                f"{path}.{key}={shown(value)}: {found} ({node._target_} argument '{key}')"
-            )
+            argument = f" ({whose} argument '{key}')" if whose else ""
+            raise ConfigError(f"{prefix}{key}={shown(node[key])}: {found}{argument}")
 
 
 def check_keys(path: str, node: DictConfig) -> None:
@@ -245,18 +249,12 @@ def sequence_problem(value: Any, args: tuple[Any, ...]) -> str | None:
     ``tuple[X, Y, Z]`` exactly three items, the i-th fitting the i-th hint."""
     if not isinstance(value, ListConfig | list | tuple):
         return "expected a list"
-    if len(args) > 1 and args[-1] is not Ellipsis:
-        if len(value) != len(args):
-            return f"expected a list of {len(args)} items, got {len(value)}"
-        for index, (item, item_hint) in enumerate(zip(value, args, strict=True)):
-            found = problem(item, item_hint)
-            if found is not None:
-                return f"item {index} ({item!r}) {found}"
-        return None
-    item_hint = args[0] if args else Any
-    if item_hint is Any:
-        return None
-    for index, item in enumerate(value):
+    fixed = len(args) > 1 and args[-1] is not Ellipsis
+    if fixed and len(value) != len(args):
+        return f"expected a list of {len(args)} items, got {len(value)}"
+    # a fixed tuple's hints have the value's length (checked); repeat() is endless: not strict
+    item_hints = args if fixed else itertools.repeat(args[0] if args else Any)
+    for index, (item, item_hint) in enumerate(zip(value, item_hints, strict=False)):
         found = problem(item, item_hint)
         if found is not None:
             return f"item {index} ({item!r}) {found}"

@@ -60,11 +60,16 @@ class Job:
     seed: int | None
     warmup_steps: int
     lr: float | None = None  # the optimiser's (peak) learning rate
-    init: dict[tuple[str, int | None], float] = field(default_factory=dict)  # (name, layer) -> norm
-    # every probe step's norms: (phase, step) -> (name, layer) -> norm (init is one of them)
+    # every probe step's norms: (phase, step) -> (name, layer) -> norm
     probes: dict[tuple[str, int], dict[tuple[str, int | None], float]] = field(default_factory=dict)
     loss_steps: list[tuple[int, float]] = field(default_factory=list)
     val_steps: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def init(self) -> dict[tuple[str, int | None], float]:
+        """The norms measured at initialisation: (name, layer) -> norm."""
+        return {key: norm for (phase, _), norms in self.probes.items() if phase == "init"
+                for key, norm in norms.items()}  # fmt: skip
 
     @property
     def embedding(self) -> float:
@@ -122,8 +127,6 @@ def load_job(folder: Path) -> Job | None:
         layer = int(row["layer"]) if row["layer"] != "" else None
         step = job.probes.setdefault((row["phase"], int(row["step"])), {})
         step[(row["name"], layer)] = float(row["norm"])
-        if row["phase"] == "init":
-            job.init[(row["name"], layer)] = float(row["norm"])
     if ("embedding", None) not in job.init:
         print(f"skipping {folder}: no gradient norms at init in grad_norms.csv", file=sys.stderr)
         return None
