@@ -155,8 +155,6 @@ class WikiText2DataModule(InMemoryDataModule):
         num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
-        if bptt < 1:
-            raise ConfigError(f"data.bptt={bptt} must be >= 1")
         if eval_stride is not None:
             check_eval_stride(eval_stride, bptt)
         self.save_hyperparameters()

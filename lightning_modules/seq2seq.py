@@ -122,10 +122,6 @@ class Seq2Seq(LitModule):
                 "Seq2Seq needs src_vocab and tgt_vocab: use it with data=eng_fra (train.py passes "
                 "the datamodule's vocabularies), or load a checkpoint"
             )
-        if not 0.0 <= teacher_forcing_ratio <= 1.0:
-            raise ConfigError(f"model.teacher_forcing_ratio={teacher_forcing_ratio} not in [0, 1]")
-        if beam_size < 1:
-            raise ConfigError(f"model.beam_size={beam_size} must be >= 1")
         src_vocab, tgt_vocab = list(src_vocab), list(tgt_vocab)
         preprocessing = {**asdict(TextRules()), **dict(preprocessing or {})}
         self.save_hyperparameters()
